@@ -1,0 +1,90 @@
+"""Portable checkpoints: model.safetensors + config.json + vocab.json. Nothing is unpickled on load."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .errors import LyricdistError
+from .fileio import atomic_dir, atomic_write_json, recover_dir
+from .model import CharRNN, ModelConfig
+from .vocab import Vocab
+
+CHECKPOINT_FORMAT = "lyricdist-checkpoint"
+
+
+def save_checkpoint(
+    path: str | Path, model: CharRNN, vocab: Vocab, artists: list[str] | None = None, **info: Any
+) -> Path:
+    """Write a checkpoint directory atomically (a kill mid-save leaves the previous one intact)."""
+    path = Path(path)
+    state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+    with atomic_dir(path) as tmp:
+        save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        atomic_write_json(tmp / "vocab.json", vocab.to_json())
+        atomic_write_json(
+            tmp / "config.json",
+            {
+                "format": CHECKPOINT_FORMAT,
+                "model": asdict(model.cfg),
+                "vocab_size": model.vocab_size,
+                "num_artists": model.num_artists,
+                "artists": list(artists or []),
+                **info,
+            },
+        )
+    return path
+
+
+def resolve_checkpoint_dir(path: str | Path) -> Path:
+    """Accept a checkpoint directory, a run's out_dir (best, else last) or a wandb artifact download."""
+    path = Path(path)
+    if path.is_dir() and not (path / "config.json").exists():
+        for name in ("best", "last"):
+            recover_dir(path / "checkpoints" / name)
+            cand = path / "checkpoints" / name
+            if (cand / "config.json").exists():
+                return cand
+    recover_dir(path)
+    if not path.exists():
+        raise LyricdistError(f"checkpoint {str(path)!r} not found; give OUT_DIR/checkpoints/best (or last)")
+    return path
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[CharRNN, Vocab, dict]:
+    """Load (model in eval mode, vocabulary, config.json contents). Works on CPU for GPU-trained weights."""
+    path = resolve_checkpoint_dir(path)
+    for name in ("config.json", "vocab.json", "model.safetensors"):
+        if not (path / name).is_file():
+            raise LyricdistError(f"checkpoint {path} is missing {name}; it is incomplete or not a lyricdist checkpoint")
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        if config.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError("not a lyricdist checkpoint")
+        known = {f.name for f in fields(ModelConfig)}
+        model_cfg = ModelConfig(**{k: v for k, v in config["model"].items() if k in known})
+    except (ValueError, KeyError, TypeError) as e:
+        raise LyricdistError(f"checkpoint {path}/config.json is corrupted ({e})") from None
+    vocab = Vocab.load(path / "vocab.json")
+    if len(vocab) != config.get("vocab_size"):
+        raise LyricdistError(
+            f"vocabulary mismatch in {path}: vocab.json has {len(vocab)} characters, the model {config.get('vocab_size')}"
+        )
+    try:
+        state = load_file(str(path / "model.safetensors"), device="cpu")
+    except (SafetensorError, OSError, ValueError) as e:
+        raise LyricdistError(f"checkpoint {path}/model.safetensors is corrupted ({e}); use another checkpoint") from None
+    model = CharRNN(model_cfg, vocab_size=len(vocab), num_artists=int(config.get("num_artists", 0)))
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()
+        raise LyricdistError(f"checkpoint {path} does not match its config.json ({first[-1].strip()})") from None
+    model.to(device).eval()
+    return model, vocab, config

@@ -1,0 +1,150 @@
+"""The character-level recurrent language model (char-rnn / the original Keras LSTM)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+State = tuple[torch.Tensor, ...]  # (h, c) for an LSTM, (h,) for a GRU or plain RNN
+
+
+@dataclass
+class ModelConfig:
+    """Model shape.
+
+    Args:
+        cell: recurrent cell: lstm, gru or rnn (tanh)
+        num_layers: stacked recurrent layers
+        hidden_size: units per layer
+        dropout: dropout between layers and before the output head (0 = off)
+        embedding_dim: size of a learned character embedding; 0 feeds one-hot vectors, as the original did
+        artist_embedding_dim: size of an artist embedding fed at every step (0 = not artist-conditioned)
+    """
+
+    cell: Literal["lstm", "gru", "rnn"] = "lstm"
+    num_layers: int = 2
+    hidden_size: int = 128
+    dropout: float = 0.0
+    embedding_dim: int = 0
+    artist_embedding_dim: int = 0
+
+    def validate(self) -> None:
+        from .errors import LyricdistError
+
+        for name in ("num_layers", "hidden_size"):
+            if getattr(self, name) <= 0:
+                raise LyricdistError(f"model.{name} must be positive, got {getattr(self, name)}")
+        for name in ("embedding_dim", "artist_embedding_dim"):
+            if getattr(self, name) < 0:
+                raise LyricdistError(f"model.{name} must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.dropout < 1:
+            raise LyricdistError(f"model.dropout must be in [0, 1), got {self.dropout}")
+
+
+_CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+
+
+class CharRNN(nn.Module):
+    def __init__(self, cfg: ModelConfig, vocab_size: int, num_artists: int = 0):
+        super().__init__()
+        cfg.validate()
+        self.cfg = cfg
+        self.vocab_size = vocab_size
+        self.num_artists = num_artists
+        self.embed = nn.Embedding(vocab_size, cfg.embedding_dim) if cfg.embedding_dim > 0 else None
+        self.artist_embed = (
+            nn.Embedding(max(num_artists, 1), cfg.artist_embedding_dim) if cfg.artist_embedding_dim > 0 else None
+        )
+        in_size = (cfg.embedding_dim or vocab_size) + cfg.artist_embedding_dim
+        self.rnn = _CELLS[cfg.cell](
+            in_size,
+            cfg.hidden_size,
+            num_layers=cfg.num_layers,
+            dropout=cfg.dropout if cfg.num_layers > 1 else 0.0,
+            batch_first=True,
+        )
+        self.drop = nn.Dropout(cfg.dropout)
+        self.head = nn.Linear(cfg.hidden_size, vocab_size)
+
+    def inputs(
+        self, x: torch.Tensor, artist: torch.Tensor | None = None, artist_vec: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Input vectors [B, T, in]: the character (one-hot or embedded) and, if conditioned, the artist."""
+        if self.embed is not None:
+            inp = self.embed(x)
+        else:
+            inp = F.one_hot(x, self.vocab_size).to(self.head.weight.dtype)
+        if self.artist_embed is not None:
+            if artist_vec is None:
+                if artist is None:
+                    artist = torch.zeros_like(x)
+                artist_vec = self.artist_embed(artist)
+            elif artist_vec.dim() == 2:
+                artist_vec = artist_vec[:, None, :].expand(x.shape[0], x.shape[1], -1)
+            inp = torch.cat([inp, artist_vec.to(inp.dtype)], dim=-1)
+        return inp
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        state: Optional[State] = None,
+        reset: Optional[torch.Tensor] = None,
+        artist: Optional[torch.Tensor] = None,
+        artist_vec: Optional[torch.Tensor] = None,
+    ) -> tuple[torch.Tensor, State]:
+        """Logits [B, T, V] and the final state.
+
+        `reset[b, t]` zeroes stream b's state before it reads x[b, t] (a new song starts there). The sequence
+        is cut at those positions and the fused RNN kernel runs on each piece, so resets cost one kernel
+        launch each rather than a Python step per character.
+        """
+        inp = self.inputs(x, artist, artist_vec)
+        cuts: list[int] = []
+        if reset is not None:
+            cuts = torch.nonzero(reset.any(0)).flatten().tolist()
+        if not cuts or cuts == [0]:
+            if cuts == [0] and state is not None:
+                state = _apply_reset(state, reset[:, 0])
+            out, new_state = self.rnn(inp, _to_rnn(state, self.cfg.cell))
+        else:
+            pieces = []
+            bounds = ([0] if cuts[0] != 0 else []) + cuts + [x.shape[1]]
+            new_state = _to_rnn(state, self.cfg.cell)
+            for a, b in zip(bounds[:-1], bounds[1:]):
+                if a in cuts and new_state is not None:
+                    new_state = _to_rnn(_apply_reset(_from_rnn(new_state), reset[:, a]), self.cfg.cell)
+                out_piece, new_state = self.rnn(inp[:, a:b], new_state)
+                pieces.append(out_piece)
+            out = torch.cat(pieces, dim=1)
+        logits = self.head(self.drop(out))
+        return logits, _from_rnn(new_state)
+
+    def zero_state(self, batch: int, device=None, dtype=None) -> State:
+        shape = (self.cfg.num_layers, batch, self.cfg.hidden_size)
+        n = 2 if self.cfg.cell == "lstm" else 1
+        return tuple(torch.zeros(shape, device=device, dtype=dtype) for _ in range(n))
+
+
+def _to_rnn(state: Optional[State], cell: str):
+    if state is None:
+        return None
+    return (state[0], state[1]) if cell == "lstm" else state[0]
+
+
+def _from_rnn(state) -> Optional[State]:
+    if state is None:
+        return None
+    return tuple(state) if isinstance(state, tuple) else (state,)
+
+
+def _apply_reset(state: State, reset_b: torch.Tensor) -> State:
+    keep = (~reset_b).to(state[0].dtype)[None, :, None]
+    return tuple(s * keep for s in state)
+
+
+def detach_state(state: Optional[State]) -> Optional[State]:
+    return None if state is None else tuple(s.detach() for s in state)

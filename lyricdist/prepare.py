@@ -1,0 +1,257 @@
+"""prepare: corpora -> character vocabulary + memory-mapped train/validation token arrays.
+
+Layout of a corpus directory (all written atomically, as one directory swap):
+  vocab.json              characters, in id order, and whether text was lowercased
+  train.bin / val.bin     token ids, raw, in the smallest unsigned dtype that fits the vocabulary
+  train_docs.npy / val_docs.npy
+                          int64 [n_docs, 2]: start offset of each song (document) and its artist id;
+                          training resets the recurrent state at each start
+  meta.json               dtype, sizes, artists, sources, split settings, statistics
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .errors import LyricdistError
+from .fileio import atomic_dir, atomic_write_json
+from .sources import Song, open_source
+from .vocab import MAX_CODEPOINT, Vocab, codepoints
+
+CORPUS_FORMAT = "lyricdist-corpus"
+CORPUS_VERSION = 1
+
+
+@dataclass
+class _TextDoc:
+    source: object
+    artist: str
+    n_chars: int = 0
+
+
+def _split_songs(songs: list[Song], artist_ids: list[int], val_fraction: float, seed: int) -> np.ndarray:
+    """Boolean mask of validation songs: whole songs, stratified by artist, deterministic by seed."""
+    is_val = np.zeros(len(songs), dtype=bool)
+    if val_fraction <= 0:
+        return is_val
+    rng = np.random.default_rng(seed)
+    ids = np.asarray(artist_ids)
+    for a in sorted(set(artist_ids)):
+        members = np.flatnonzero(ids == a)
+        if len(members) < 2:
+            continue
+        k = int(round(len(members) * val_fraction))
+        k = min(max(k, 1), len(members) - 1)
+        is_val[rng.permutation(members)[:k]] = True
+    return is_val
+
+
+def _check_out_dir(out: Path, overwrite: bool) -> None:
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise LyricdistError(f"--out {out} is a file; give a directory path")
+    meta = out / "meta.json"
+    is_corpus = meta.is_file() and CORPUS_FORMAT in meta.read_text(encoding="utf-8", errors="replace")
+    if is_corpus and not overwrite:
+        raise LyricdistError(f"corpus directory {out} already exists; pass --overwrite to replace it")
+    if not is_corpus and any(out.iterdir()):
+        raise LyricdistError(f"--out {out} is a non-empty directory that is not a lyricdist corpus; choose another path")
+
+
+def prepare(
+    sources: Sequence[str],
+    out: str,
+    val_fraction: float = 0.1,
+    seed: int = 1337,
+    lowercase: bool | None = None,
+    artists: Sequence[str] | None = None,
+    overwrite: bool = False,
+    source_options: dict | None = None,
+    quiet: bool = False,
+) -> dict:
+    """Build a training corpus from SOURCES; returns the statistics also written to meta.json."""
+    if not sources:
+        raise LyricdistError("no SOURCE given; e.g. `lyricdist prepare demo --out corpus/demo`")
+    if not 0 <= val_fraction < 1:
+        raise LyricdistError(f"--val-fraction must be in [0, 1), got {val_fraction}")
+    out_dir = Path(out)
+    _check_out_dir(out_dir, overwrite)
+    t0 = time.time()
+    opened = [open_source(s, **(source_options or {})) for s in sources]
+    if lowercase is None:
+        lowercase = any(src.default_lowercase for src in opened)
+
+    # Pass 1: gather songs (small) and scan texts (streamed) for the character set and sizes.
+    seen = np.zeros(MAX_CODEPOINT, dtype=bool)
+    songs: list[Song] = []
+    texts: list[_TextDoc] = []
+    skipped_empty = 0
+    source_stats = []
+    for src in opened:
+        if src.kind == "songs":
+            n_before = len(songs)
+            for song in src.songs():
+                text = song.text.lower() if lowercase else song.text
+                if not text.strip():
+                    skipped_empty += 1
+                    continue
+                songs.append(Song(text=text, artist=song.artist or src.name, title=song.title, meta=song.meta))
+            source_stats.append({"source": src.name, "songs": len(songs) - n_before})
+        else:
+            doc = _TextDoc(src, src.artist)
+            for chunk in src.chunks():
+                chunk = chunk.lower() if lowercase else chunk
+                seen[np.unique(codepoints(chunk))] = True
+                doc.n_chars += len(chunk)
+            texts.append(doc)
+            source_stats.append({"source": src.name, "chars": doc.n_chars})
+    if artists:
+        wanted = {a.casefold() for a in artists}
+        found = {s.artist.casefold() for s in songs if s.artist.casefold() in wanted}
+        if wanted - found:
+            raise LyricdistError(f"artists not found in the sources: {sorted(wanted - found)}; check --artist spelling")
+        songs = [s for s in songs if s.artist.casefold() in wanted]
+    for song in songs:
+        seen[np.unique(codepoints(song.text))] = True
+    total_chars = sum(len(s.text) for s in songs) + sum(d.n_chars for d in texts)
+    if total_chars == 0:
+        raise LyricdistError(f"sources {list(sources)} hold no text; give non-empty lyrics or text files")
+
+    vocab = Vocab(chars=[chr(c) for c in np.flatnonzero(seen)], lowercase=lowercase)
+    table = vocab.lookup_table()
+    dtype = vocab.dtype
+
+    artist_names: list[str] = []
+    artist_index: dict[str, int] = {}
+
+    def artist_id(name: str) -> int:
+        if name not in artist_index:
+            artist_index[name] = len(artist_names)
+            artist_names.append(name)
+        return artist_index[name]
+
+    song_artists = [artist_id(s.artist) for s in songs]
+    text_artists = [artist_id(d.artist) for d in texts]
+    is_val = _split_songs(songs, song_artists, val_fraction, seed)
+    rng = np.random.default_rng(seed + 1)
+    train_order = [int(i) for i in rng.permutation(np.flatnonzero(~is_val))]  # mix artists across streams
+    val_order = [int(i) for i in np.flatnonzero(is_val)]
+
+    # Pass 2: encode and write.
+    with atomic_dir(out_dir) as tmp:
+        files = {split: open(tmp / f"{split}.bin", "wb") for split in ("train", "val")}
+        pos = {"train": 0, "val": 0}
+        docs: dict[str, list[tuple[int, int]]] = {"train": [], "val": []}
+
+        def write(split: str, text: str, start_doc: int | None) -> None:
+            if start_doc is not None:
+                docs[split].append((pos[split], start_doc))
+            ids = table[codepoints(text)].astype(dtype)
+            files[split].write(ids.tobytes())
+            pos[split] += len(ids)
+
+        try:
+            for split, order in (("train", train_order), ("val", val_order)):
+                for i in order:
+                    write(split, songs[i].text, song_artists[i])
+            for doc, a in zip(texts, text_artists):
+                n_val = int(round(doc.n_chars * val_fraction))
+                n_train = doc.n_chars - n_val
+                seen_chars = 0
+                started = {"train": False, "val": False}
+                for chunk in doc.source.chunks():
+                    chunk = chunk.lower() if lowercase else chunk
+                    cut = min(max(n_train - seen_chars, 0), len(chunk))
+                    for split, piece in (("train", chunk[:cut]), ("val", chunk[cut:])):
+                        if piece:
+                            write(split, piece, None if started[split] else a)
+                            started[split] = True
+                    seen_chars += len(chunk)
+        finally:
+            for f in files.values():
+                f.close()
+        for split in ("train", "val"):
+            arr = np.asarray(docs[split], dtype=np.int64).reshape(-1, 2)
+            np.save(tmp / f"{split}_docs.npy", arr)
+        atomic_write_json(tmp / "vocab.json", vocab.to_json())
+        meta = {
+            "format": CORPUS_FORMAT,
+            "version": CORPUS_VERSION,
+            "dtype": dtype.name,
+            "vocab_size": len(vocab),
+            "lowercase": lowercase,
+            "val_fraction": val_fraction,
+            "seed": seed,
+            "artists": artist_names,
+            "sources": source_stats,
+            "splits": {
+                split: {"chars": pos[split], "docs": len(docs[split])} for split in ("train", "val")
+            },
+            "songs": {"train": len(train_order), "val": len(val_order), "skipped_empty": skipped_empty},
+            "songs_per_artist": {
+                name: int(sum(1 for a in song_artists if a == i)) for i, name in enumerate(artist_names)
+            },
+            "seconds": round(time.time() - t0, 3),
+        }
+        atomic_write_json(tmp / "meta.json", meta)
+    if not quiet:
+        print(
+            f"prepared {out_dir}: vocab {len(vocab)} ({dtype.name}), train {pos['train']:,} chars / "
+            f"{len(docs['train'])} docs, val {pos['val']:,} chars / {len(docs['val'])} docs, "
+            f"{len(artist_names)} artist(s), {meta['seconds']:.1f}s"
+        )
+    return meta
+
+
+def read_meta(corpus_dir: str | Path) -> dict:
+    path = Path(corpus_dir) / "meta.json"
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise LyricdistError(
+            f"{corpus_dir} is not a prepared corpus (no meta.json); run `lyricdist prepare SOURCE --out {corpus_dir}`"
+        ) from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise LyricdistError(f"{path} is corrupted; re-run `lyricdist prepare`") from None
+    if meta.get("format") != CORPUS_FORMAT:
+        raise LyricdistError(f"{corpus_dir} is not a lyricdist corpus; run `lyricdist prepare` first")
+    return meta
+
+
+def cli_parser():
+    from jsonargparse import ActionYesNo
+
+    from .cli import new_parser
+
+    p = new_parser("Turn corpora into a character vocabulary and train/validation token arrays.")
+    p.add_argument("sources", nargs="+", help="text files, 'demo', a scraped dataset dir, giitaayan files/archives")
+    p.add_argument("--out", required=True, help="corpus directory to write")
+    p.add_argument("--val-fraction", type=float, default=0.1, help="share held out for validation (whole songs)")
+    p.add_argument("--seed", type=int, default=1337, help="seed of the song split")
+    p.add_argument("--lowercase", action=ActionYesNo(yes_prefix="", no_prefix="no-"), default=None, help="lowercase text (--lowercase / --no-lowercase; default: on for lyrics)")
+    p.add_argument("--artist", type=list[str] | None, default=None, help="keep only these artists, e.g. [ABBA,Queen]")
+    p.add_argument("--script", type=str | None, default=None, help="giitaayan output script: roman, itrans, devanagari")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing corpus directory")
+    return p
+
+
+def cli_run(parser, args) -> int:
+    options = {"script": args.script} if args.script else {}
+    prepare(
+        args.sources,
+        args.out,
+        val_fraction=args.val_fraction,
+        seed=args.seed,
+        lowercase=args.lowercase,
+        artists=args.artist,
+        overwrite=args.overwrite,
+        source_options=options,
+    )
+    return 0

@@ -1,0 +1,177 @@
+"""sample: continue a primetext with a trained model (batched; one row per temperature and sample)."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from .checkpoint import load_checkpoint
+from .errors import LyricdistError
+from .model import CharRNN
+from .vocab import Vocab
+
+ORIGINAL_DIVERSITIES = (0.2, 0.5, 1.0, 1.2)
+
+
+def prime_ids(vocab: Vocab, primetext: str, drop_unknown: bool = False) -> list[int]:
+    """Encode a primetext; characters outside the vocabulary are an error unless `drop_unknown`."""
+    if vocab.lowercase:
+        primetext = primetext.lower()
+    missing = vocab.missing(primetext)
+    if missing:
+        if not drop_unknown:
+            raise LyricdistError(
+                f"primetext characters not in the model's vocabulary: {''.join(missing)!r}; "
+                f"remove them or pass --drop-unknown"
+            )
+        print(f"warning: dropped primetext characters not in the vocabulary: {''.join(missing)!r}", file=sys.stderr)
+        primetext = "".join(c for c in primetext if c in vocab)
+    return vocab.encode(primetext)
+
+
+@torch.no_grad()
+def generate(
+    model: CharRNN,
+    prime: Sequence[int],
+    length: int,
+    temperatures: Sequence[float],
+    top_k: int = 0,
+    argmax: bool = False,
+    generator: torch.Generator | None = None,
+    artist_vec: torch.Tensor | None = None,
+) -> list[list[int]]:
+    """Generate `length` ids for each temperature (one batch row each), continuing `prime`.
+
+    Uses only `generator` for randomness, so sampling never moves the global (training) RNG streams.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        device = model.head.weight.device
+        n = len(temperatures)
+        temps = torch.tensor(list(temperatures), dtype=torch.float32, device=device)[:, None]
+        if not prime:
+            prime = [0]
+        x = torch.tensor([list(prime)] * n, dtype=torch.long, device=device)
+        kw = {}
+        if artist_vec is not None:  # [D] or [n, D]: the artist (or blend of artists) to write as
+            kw["artist_vec"] = artist_vec.to(device).reshape(-1, artist_vec.shape[-1]).expand(n, -1)
+        logits, state = model(x, None, **kw)
+        last = logits[:, -1].float()
+        out: list[list[int]] = [[] for _ in range(n)]
+        for _ in range(length):
+            if argmax:
+                nxt = last.argmax(-1)
+            else:
+                scaled = last / temps
+                if top_k and top_k < scaled.shape[-1]:
+                    kth = torch.topk(scaled, top_k, dim=-1).values[:, -1:]
+                    scaled = scaled.masked_fill(scaled < kth, float("-inf"))
+                probs = torch.softmax(scaled, dim=-1)
+                nxt = torch.multinomial(probs.cpu(), 1, generator=generator).flatten().to(device)
+            for i, t in enumerate(nxt.tolist()):
+                out[i].append(t)
+            logits, state = model(nxt[:, None], state, **kw)
+            last = logits[:, -1].float()
+        return out
+    finally:
+        model.train(was_training)
+
+
+@dataclass
+class SampleResult:
+    temperature: float
+    index: int
+    primetext: str
+    text: str
+
+
+def sample(
+    checkpoint: str,
+    primetext: str = "",
+    length: int = 500,
+    temperature: Sequence[float] = (1.0,),
+    top_k: int = 0,
+    num_samples: int = 1,
+    seed: int = 0,
+    argmax: bool = False,
+    drop_unknown: bool = False,
+    device: str = "cpu",
+    artist: str | None = None,
+) -> list[SampleResult]:
+    """Sample from CHECKPOINT: `num_samples` texts for each temperature, deterministic for a given seed."""
+    if length <= 0:
+        raise LyricdistError(f"--length must be positive, got {length}")
+    if num_samples <= 0:
+        raise LyricdistError(f"--num-samples must be positive, got {num_samples}")
+    if top_k < 0:
+        raise LyricdistError(f"--top-k must be >= 0, got {top_k}")
+    temps = list(temperature)
+    if not temps or any(t <= 0 for t in temps):
+        raise LyricdistError(f"--temperature values must be positive, got {temps}; use --argmax for greedy decoding")
+    model, vocab, config = load_checkpoint(checkpoint, device=device)
+    ids = prime_ids(vocab, primetext, drop_unknown)
+    if not ids:
+        ids = [vocab.chars.index("\n")] if "\n" in vocab else [0]
+    kw = {}
+    if artist is not None:
+        artists = config.get("artists", [])
+        if model.num_artists == 0:
+            raise LyricdistError("--artist needs an artist-conditioned model (model.artist_embedding_dim > 0)")
+        matches = [i for i, a in enumerate(artists) if a.casefold() == artist.casefold()]
+        if not matches:
+            raise LyricdistError(f"artist {artist!r} not in this model; choose one of {artists}")
+        kw["artist_vec"] = model.artist_embed.weight[matches[0]].detach()
+    rows = [(t, i) for t in temps for i in range(num_samples)]
+    gen = torch.Generator().manual_seed(seed)
+    outs = generate(model, ids, length, [t for t, _ in rows], top_k=top_k, argmax=argmax, generator=gen, **kw)
+    prime = vocab.decode(ids)
+    return [SampleResult(t, i, prime, prime + vocab.decode(o)) for (t, i), o in zip(rows, outs)]
+
+
+def cli_parser():
+    from .cli import new_parser
+
+    p = new_parser("Generate text from a checkpoint (OUT_DIR, OUT_DIR/checkpoints/best, or a wandb artifact dir).")
+    p.add_argument("checkpoint", help="checkpoint directory")
+    p.add_argument("--primetext", default="", help="text to continue")
+    p.add_argument("--length", type=int, default=500, help="characters to generate")
+    p.add_argument("--temperature", type=float, nargs="+", default=[1.0], help="one or more, e.g. 0.2 0.5 1.0 1.2")
+    p.add_argument("--top-k", type=int, default=0, help="sample among the k likeliest characters (0 = all)")
+    p.add_argument("--num-samples", type=int, default=1, help="samples per temperature (one batch)")
+    p.add_argument("--seed", type=int, default=0, help="same seed, same text")
+    p.add_argument("--argmax", action="store_true", help="greedy decoding instead of sampling")
+    p.add_argument("--drop-unknown", action="store_true", help="drop primetext characters not in the vocabulary")
+    p.add_argument("--artist", type=str | None, default=None, help="artist to write as (artist-conditioned models)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    p.add_argument("--json", action="store_true", help="print JSON lines instead of text")
+    return p
+
+
+def cli_run(parser, args) -> int:
+    import json
+
+    results = sample(
+        args.checkpoint,
+        primetext=args.primetext,
+        length=args.length,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        num_samples=args.num_samples,
+        seed=args.seed,
+        argmax=args.argmax,
+        drop_unknown=args.drop_unknown,
+        device=args.device,
+        artist=args.artist,
+    )
+    for r in results:
+        if args.json:
+            print(json.dumps(r.__dict__, ensure_ascii=False))
+        else:
+            if len(results) > 1:
+                print(f"--- temperature {r.temperature}, sample {r.index + 1} ---")
+            print(r.text)
+    return 0

@@ -1,0 +1,100 @@
+"""Corpus sources for `lyricdist prepare`.
+
+A source is either a collection of songs (split into train/validation by whole song) or one continuous text
+(char-rnn's input.txt: validation is its last fraction). New sources register themselves with
+`register_source`; `open_source` picks the first whose `detect` accepts the argument, or the one named by a
+`kind:` prefix (`text:notes.txt`, `demo:`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Protocol
+
+from ..errors import LyricdistError
+
+
+@dataclass
+class Song:
+    text: str
+    artist: str = ""
+    title: str = ""
+    meta: dict = field(default_factory=dict)
+
+
+class SongSource(Protocol):
+    """Whole songs; small enough to hold in memory."""
+
+    name: str
+    kind: str  # "songs"
+    default_lowercase: bool
+
+    def songs(self) -> Iterator[Song]: ...
+
+
+class TextSource(Protocol):
+    """One continuous document read in chunks (bounded memory)."""
+
+    name: str
+    kind: str  # "text"
+    default_lowercase: bool
+    artist: str
+
+    def chunks(self) -> Iterator[str]: ...
+
+
+@dataclass
+class _Entry:
+    name: str
+    detect: Callable[[str], bool]
+    factory: Callable[..., object]
+
+
+_REGISTRY: list[_Entry] = []
+
+
+def register_source(name: str, detect: Callable[[str], bool], factory: Callable[..., object]) -> None:
+    """Register a source kind. Later registrations are tried first, so specific kinds beat plain text."""
+    _REGISTRY.insert(0, _Entry(name, detect, factory))
+
+
+def source_kinds() -> list[str]:
+    return [e.name for e in _REGISTRY]
+
+
+def open_source(spec: str, **options):
+    """Turn one SOURCE argument into a source object."""
+    _load_builtin_sources()
+    if ":" in spec and not Path(spec).exists():
+        kind, _, rest = spec.partition(":")
+        for entry in _REGISTRY:
+            if entry.name == kind:
+                return entry.factory(rest, **options)
+    for entry in _REGISTRY:
+        if entry.detect(spec):
+            return entry.factory(spec, **options)
+    if not Path(spec).exists():
+        raise LyricdistError(f"source {spec!r} does not exist; give a text file, a corpus directory or 'demo'")
+    raise LyricdistError(
+        f"don't know how to read {spec!r}; prefix it with one of {', '.join(k + ':' for k in source_kinds())}"
+    )
+
+
+_LOADED = False
+
+
+def _load_builtin_sources() -> None:
+    global _LOADED
+    if _LOADED:
+        return
+    _LOADED = True
+    from . import text, demo  # noqa: F401  (registration side effect, plain text first = tried last)
+    import importlib
+
+    for optional in ("genius", "giitaayan"):
+        try:
+            importlib.import_module(f"{__name__}.{optional}")
+        except ModuleNotFoundError as e:  # source module not present in this build
+            if e.name != f"{__name__}.{optional}":
+                raise

@@ -1,0 +1,417 @@
+"""train: data-parallel truncated-BPTT training of a CharRNN with HuggingFace Accelerate.
+
+Reads top to bottom: set up (accelerator, corpus, model, optimizer, schedule), maybe resume, then a loop of
+step -> log -> evaluate/sample/checkpoint. Only the main process logs and writes checkpoints; every process
+writes its share of the resumable state (RNG, hidden states).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+from safetensors.torch import load_file, save_file
+
+from .checkpoint import save_checkpoint
+from .config import RunConfig, TrainConfig
+from .data import Corpus, EvalStreams, StreamBatches
+from .errors import LyricdistError
+from .fileio import _fsync_tree, atomic_write_json, atomic_write_text, recover_dir, replace_dir
+from .model import CharRNN, detach_state
+from .sample import generate
+from .tracking import Tracker
+
+STATE_DIR = "state"
+RESUME_CHECKED_KEYS = ("data", "model", "train.seq_len", "train.batch_size")
+
+
+def lr_factor(step: int, t: TrainConfig, steps_per_epoch: int) -> float:
+    """Multiplier of train.lr for the update after `step` completed updates."""
+    f = 1.0
+    if t.warmup_steps and step < t.warmup_steps:
+        f = (step + 1) / t.warmup_steps
+    if t.lr_schedule == "cosine":
+        span = max(t.max_steps - t.warmup_steps, 1)
+        progress = min(max(step - t.warmup_steps, 0) / span, 1.0)
+        f *= t.min_lr_ratio + (1 - t.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    elif t.lr_schedule == "epoch_decay":
+        epochs_done = step // steps_per_epoch
+        f *= t.lr_decay ** max(0, epochs_done - t.lr_decay_after + 1)
+    return f
+
+
+def make_optimizer(model: torch.nn.Module, t: TrainConfig) -> torch.optim.Optimizer:
+    params = model.parameters()
+    if t.optimizer == "adam":
+        return torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay)
+    if t.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
+    if t.optimizer == "rmsprop":  # char-rnn's optim.rmsprop: decay 0.95
+        return torch.optim.RMSprop(params, lr=t.lr, alpha=0.95, eps=1e-8, weight_decay=t.weight_decay)
+    return torch.optim.SGD(params, lr=t.lr, momentum=0.9, weight_decay=t.weight_decay)
+
+
+def make_accelerator(cfg: RunConfig):
+    from accelerate import Accelerator
+    from accelerate.utils import ProjectConfiguration
+
+    mp = cfg.train.mixed_precision
+    if mp == "auto":
+        mp = os.environ.get("ACCELERATE_MIXED_PRECISION") or None
+        if mp is None:
+            gpu = torch.cuda.is_available() and not cfg.train.cpu
+            mp = "bf16" if gpu and torch.cuda.is_bf16_supported() else "no"
+    use_wandb = cfg.tracking.backend == "wandb" and cfg.tracking.mode != "disabled"
+    return Accelerator(
+        cpu=cfg.train.cpu,
+        mixed_precision=mp,
+        log_with="wandb" if use_wandb else None,
+        project_config=ProjectConfiguration(project_dir=cfg.train.out_dir),
+        step_scheduler_with_optimizer=False,  # we step it once per global step: batch_size is global
+    )
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        out.update(_flatten(v, key + ".") if isinstance(v, dict) else {key: v})
+    return out
+
+
+def _check_resume_config(saved: dict, cfg: RunConfig) -> None:
+    now, before = _flatten(cfg.to_dict()), _flatten(saved)
+    for key in now:
+        if key.startswith(RESUME_CHECKED_KEYS) and key in before and before[key] != now[key]:
+            raise LyricdistError(
+                f"cannot resume: {key} was {before[key]!r} and is now {now[key]!r}; "
+                f"use the run's config ({cfg.train.out_dir}/config.yaml) or a new train.out_dir"
+            )
+
+
+class Trainer:
+    def __init__(self, cfg: RunConfig, resume: bool = False):
+        cfg.validate()
+        self.cfg = cfg
+        t = cfg.train
+        self.out = Path(t.out_dir)
+        self.acc = acc = make_accelerator(cfg)
+        from accelerate.utils import set_seed
+
+        self.corpus = corpus = Corpus(cfg.data.corpus)
+        self.vocab = corpus.vocab
+        starts, artists = corpus.doc_artist_ids("train")
+        self.batches = StreamBatches(
+            corpus.tokens("train"), starts, artists, t.batch_size, t.seq_len, acc.process_index, acc.num_processes
+        )
+        local = t.batch_size // acc.num_processes
+        if local % t.grad_accum:
+            raise LyricdistError(
+                f"train.grad_accum={t.grad_accum} must divide the {local} streams per process "
+                f"(train.batch_size / processes)"
+            )
+        vstarts, vartists = corpus.doc_artist_ids("val")
+        self.val = EvalStreams(
+            corpus.tokens("val"), vstarts, vartists, t.batch_size, t.seq_len, acc.process_index, acc.num_processes
+        )
+
+        set_seed(t.seed)
+        num_artists = len(corpus.artists) if cfg.model.artist_embedding_dim else 0
+        model = CharRNN(cfg.model, len(self.vocab), num_artists=num_artists)
+        self.init_info = None
+        if t.init_from:
+            from .transfer import init_from_checkpoint  # fine-tuning across vocabularies
+
+            self.init_info = init_from_checkpoint(model, self.vocab, t.init_from)
+        optimizer = make_optimizer(model, t)
+        cpe = self.batches.chunks_per_epoch
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, t, cpe))
+        self.model, self.optimizer, self.scheduler = acc.prepare(model, optimizer, scheduler)
+        set_seed(t.seed, device_specific=True)  # distinct dropout streams per process
+
+        self.step = 0
+        self.best_val = float("inf")
+        self.state = None  # hidden state carried between chunks
+        run_id = None
+        state_dir = self.out / STATE_DIR
+        if acc.is_main_process:
+            recover_dir(state_dir)
+        acc.wait_for_everyone()
+        has_state = (state_dir / "trainer_state.json").is_file()
+        if has_state and not resume:
+            raise LyricdistError(
+                f"{self.out} holds a run in progress; pass --resume to continue it, or choose another train.out_dir"
+            )
+        if resume and has_state:
+            saved_cfg = yaml.safe_load((self.out / "config.yaml").read_text(encoding="utf-8"))
+            _check_resume_config(saved_cfg, cfg)
+            run_id = self._load_state(state_dir)
+        elif resume:
+            acc.print(f"no resumable state in {state_dir}: starting a new run")
+        if acc.is_main_process:
+            self.out.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        self.tracker = Tracker(acc, cfg, self.out, run_id=run_id, resume_step=self.step)
+
+    # ---- resumable state -------------------------------------------------------------------------------
+    def _save_state(self) -> None:
+        acc = self.acc
+        final = self.out / STATE_DIR
+        tmp = self.out / f".{STATE_DIR}.tmp-{self.step}"
+        if acc.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        acc.wait_for_everyone()
+        acc.save_state(str(tmp), safe_serialization=True)
+        hidden = {} if self.state is None else {f"h{i}": s.contiguous() for i, s in enumerate(self.state)}
+        save_file({k: v.cpu() for k, v in hidden.items()}, str(tmp / f"hidden_{acc.process_index}.safetensors"))
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            atomic_write_json(
+                tmp / "trainer_state.json",
+                {
+                    "step": self.step,
+                    "best_val_loss": None if math.isinf(self.best_val) else self.best_val,
+                    "num_processes": acc.num_processes,
+                    "wandb_run_id": self.tracker.run_id,
+                },
+            )
+            _fsync_tree(tmp)
+            replace_dir(tmp, final)
+        acc.wait_for_everyone()
+
+    def _load_state(self, state_dir: Path) -> str | None:
+        acc = self.acc
+        info = json.loads((state_dir / "trainer_state.json").read_text(encoding="utf-8"))
+        acc.load_state(str(state_dir))
+        self.step = int(info["step"])
+        self.best_val = float("inf") if info.get("best_val_loss") is None else float(info["best_val_loss"])
+        # Hidden states of all saved processes, re-split for this world size (streams are global).
+        parts = [load_file(str(state_dir / f"hidden_{r}.safetensors")) for r in range(info["num_processes"])]
+        if parts and parts[0]:
+            full = [torch.cat([p[f"h{i}"] for p in parts], dim=1) for i in range(len(parts[0]))]
+            lo, hi = self.batches.streams[0], self.batches.streams[-1] + 1
+            self.state = tuple(h[:, lo:hi].to(acc.device) for h in full)
+        if info["num_processes"] != acc.num_processes:
+            acc.print(f"warning: resumed with {acc.num_processes} processes (saved with {info['num_processes']})")
+        acc.print(f"resumed from {state_dir} at step {self.step}")
+        return info.get("wandb_run_id")
+
+    # ---- evaluation and samples ---------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self) -> dict:
+        if self.val.n_targets == 0:
+            return {}
+        model = self.acc.unwrap_model(self.model)
+        was_training = model.training
+        model.eval()
+        dev = self.acc.device
+        total = torch.zeros((), dtype=torch.float64, device=dev)
+        count = torch.zeros((), dtype=torch.float64, device=dev)
+        state = None
+        for c in range(len(self.val)):
+            b = self.val.batch(c)
+            with self.acc.autocast():
+                logits, state = model(b.x.to(dev), state, b.reset.to(dev), b.artist.to(dev))
+            nll = F.cross_entropy(logits.float().flatten(0, 1), b.y.to(dev).flatten(), reduction="none")
+            mask = b.mask.to(dev).flatten()
+            total += (nll * mask).sum().double()
+            count += mask.sum().double()
+        total = self.acc.reduce(total, "sum")
+        count = self.acc.reduce(count, "sum")
+        model.train(was_training)
+        loss = (total / count).item()
+        return {"val_loss": loss, "val_bpc": loss / math.log(2)}
+
+    def default_primetexts(self) -> list[str]:
+        if self.cfg.samples.primetexts:
+            return list(self.cfg.samples.primetexts)
+        tokens = self.corpus.tokens("val")
+        if len(tokens) == 0:
+            tokens = self.corpus.tokens("train")
+        head = self.vocab.decode(np.asarray(tokens[:400]))
+        lines = [l for l in head.split("\n") if l.strip()]
+        return [lines[0][:60] + "\n"] if lines else ["\n"]
+
+    def samples(self) -> list[dict]:
+        s = self.cfg.samples
+        model = self.acc.unwrap_model(self.model)
+        gen = torch.Generator().manual_seed(s.seed + self.step)
+        rows = []
+        for prime in self.default_primetexts():
+            ids = [self.vocab._index[c] for c in (prime.lower() if self.vocab.lowercase else prime) if c in self.vocab]
+            with self.acc.autocast():
+                outs = generate(model, ids, s.length, s.temperatures, generator=gen)
+            for temp, o in zip(s.temperatures, outs):
+                rows.append({"step": self.step, "primetext": prime, "temperature": temp, "text": self.vocab.decode(o)})
+        return rows
+
+    # ---- the loop -----------------------------------------------------------------------------------
+    def train_step(self) -> tuple[torch.Tensor, torch.Tensor]:
+        t = self.cfg.train
+        acc, dev = self.acc, self.acc.device
+        chunk = self.step % self.batches.chunks_per_epoch
+        if chunk == 0:
+            self.state = None
+        b = self.batches.batch(chunk)
+        x, y, reset, artist = (v.to(dev, non_blocking=True) for v in (b.x, b.y, b.reset, b.artist))
+        micro = x.shape[0] // t.grad_accum
+        new_states, loss_sum = [], torch.zeros((), device=dev)
+        for m in range(t.grad_accum):
+            sl = slice(m * micro, (m + 1) * micro)
+            st = None if self.state is None else tuple(s[:, sl] for s in self.state)
+            sync = acc.no_sync(self.model) if m < t.grad_accum - 1 else nullcontext()
+            with sync:
+                logits, new_st = self.model(x[sl], st, reset[sl], artist[sl])
+                loss = F.cross_entropy(logits.float().flatten(0, 1), y[sl].flatten())
+                acc.backward(loss / t.grad_accum)
+            new_states.append(detach_state(new_st))
+            loss_sum += loss.detach()
+        self.state = tuple(torch.cat(parts, dim=1) for parts in zip(*new_states))
+        grad_norm = acc.clip_grad_norm_(self.model.parameters(), t.grad_clip if t.grad_clip > 0 else float("inf"))
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        return loss_sum / t.grad_accum, grad_norm
+
+    def fit(self) -> dict:
+        from tqdm.auto import tqdm
+
+        t, acc = self.cfg.train, self.acc
+        save_every = t.save_every or t.eval_every
+        chars_per_step = t.batch_size * t.seq_len
+        bar = tqdm(total=t.max_steps, initial=self.step, disable=not acc.is_main_process, unit="step", dynamic_ncols=True)
+        window_loss = torch.zeros((), device=acc.device)
+        window_steps, window_start = 0, time.perf_counter()
+        last_metrics: dict = {}
+        self.model.train()
+        try:
+            while self.step < t.max_steps:
+                loss, grad_norm = self.train_step()
+                window_loss += loss
+                window_steps += 1
+                bar.update(1)
+                if self.step % t.log_every == 0 or self.step == t.max_steps:
+                    elapsed = time.perf_counter() - window_start
+                    train_loss = acc.reduce(window_loss / window_steps, "mean").item()
+                    metrics = {
+                        "train_loss": train_loss,
+                        "chars_per_sec": window_steps * chars_per_step / max(elapsed, 1e-9),
+                        "lr": self.scheduler.get_last_lr()[0],
+                        "grad_norm": float(grad_norm),
+                        "epoch": self.step / self.batches.chunks_per_epoch,
+                    }
+                    if torch.cuda.is_available() and acc.device.type == "cuda":
+                        metrics["gpu_mem_gb"] = torch.cuda.max_memory_allocated(acc.device) / 2**30
+                    if self.step % t.eval_every == 0 or self.step == t.max_steps:
+                        metrics.update(self.evaluate())
+                    self.tracker.log(metrics, self.step)
+                    last_metrics = metrics
+                    bar.set_postfix(loss=f"{train_loss:.4f}", chars_s=f"{metrics['chars_per_sec']:,.0f}")
+                    window_loss = torch.zeros((), device=acc.device)
+                    window_steps, window_start = 0, time.perf_counter()
+                    if "val_loss" in metrics:
+                        self.on_evaluation(metrics)
+                elif self.step % t.eval_every == 0:
+                    metrics = self.evaluate()
+                    self.tracker.log(metrics, self.step)
+                    self.on_evaluation(metrics)
+                if self.step % save_every == 0 or self.step == t.max_steps:
+                    self._save_state()
+        except KeyboardInterrupt:
+            if acc.num_processes == 1:
+                acc.print(f"\ninterrupted: saving resumable state at step {self.step}; continue with --resume")
+                self._save_state()
+            raise
+        finally:
+            bar.close()
+        if acc.is_main_process and not (self.out / "checkpoints" / "last").exists():
+            self._save_portable("last", last_metrics)
+        self.tracker.finish()
+        return last_metrics
+
+    def on_evaluation(self, metrics: dict) -> None:
+        """Samples, `last` and (if improved) `best` checkpoints: main process only."""
+        if not self.acc.is_main_process:
+            return
+        if self.cfg.samples.enabled:
+            self.tracker.log_samples(self.samples(), self.step)
+        aliases = ["latest"]
+        self._save_portable("last", metrics)
+        val = metrics.get("val_loss")
+        if val is not None and val < self.best_val:
+            self.best_val = val
+            self._save_portable("best", metrics)
+            aliases.append("best")
+        self.tracker.log_checkpoint(
+            self.out / "checkpoints" / ("best" if "best" in aliases else "last"),
+            aliases,
+            {"step": self.step, "val_loss": val},
+        )
+
+    def _save_portable(self, name: str, metrics: dict) -> None:
+        save_checkpoint(
+            self.out / "checkpoints" / name,
+            self.acc.unwrap_model(self.model),
+            self.vocab,
+            artists=self.corpus.artists,
+            step=self.step,
+            val_loss=metrics.get("val_loss"),
+            train_loss=metrics.get("train_loss"),
+            corpus=str(self.cfg.data.corpus),
+            train=asdict(self.cfg.train),
+        )
+
+
+def train(cfg: RunConfig, resume: bool = False) -> dict:
+    """Train per `cfg`; returns the last logged metrics."""
+    trainer = Trainer(cfg, resume=resume)
+    return trainer.fit()
+
+
+def cli_parser():
+    from jsonargparse import ActionConfigFile
+
+    from .cli import new_parser
+    from .config import DataConfig, SamplesConfig, TrackingConfig
+    from .model import ModelConfig
+
+    p = new_parser("Train a character-level RNN. Any config key can be overridden, e.g. --train.lr 1e-3.")
+    p.add_argument("--config", action=ActionConfigFile, help="a YAML run config (see configs/)")
+    p.add_class_arguments(DataConfig, "data")
+    p.add_class_arguments(ModelConfig, "model")
+    p.add_class_arguments(TrainConfig, "train")
+    p.add_class_arguments(TrackingConfig, "tracking")
+    p.add_class_arguments(SamplesConfig, "samples")
+    p.add_argument("--resume", action="store_true", help="continue the run in train.out_dir from its state")
+    return p
+
+
+def config_from_args(parser, args) -> RunConfig:
+    init = parser.instantiate_classes(args)
+    return RunConfig(data=init.data, model=init.model, train=init.train, tracking=init.tracking, samples=init.samples)
+
+
+def load_config(path: str, overrides: list[str] | None = None) -> RunConfig:
+    """A RunConfig from a YAML file plus command-line style overrides (used by tests and other stages)."""
+    parser = cli_parser()
+    return config_from_args(parser, parser.parse_args(["--config", str(path), *(overrides or [])]))
+
+
+def cli_run(parser, args) -> int:
+    metrics = train(config_from_args(parser, args), resume=args.resume)
+    if metrics.get("val_loss") is not None:
+        print(f"final: val_loss {metrics['val_loss']:.4f} nats, {metrics['val_bpc']:.4f} bits/char")
+    return 0
