@@ -1,0 +1,67 @@
+"""Shared fixtures: a prepared demo corpus, tiny configs, the shared data directory, subprocess helpers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data"
+CONFIGS = REPO / "configs"
+
+# Tests never touch the internet: wandb offline, no telemetry.
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.setdefault("WANDB_DISABLE_GIT", "true")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def shared_file(*parts: str) -> Path:
+    """A file under ../shared/data, or skip with the reason."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"{path} is absent (../shared is not beside the checkout)")
+    return path
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, check: bool = True, timeout: int = 300):
+    """Run `python -m lyricdist ARGS` in a subprocess; returns CompletedProcess (text)."""
+    full_env = {**os.environ, **(env or {})}
+    proc = subprocess.run(
+        [sys.executable, "-m", "lyricdist", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"lyricdist {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def demo_corpus(tmp_path_factory) -> Path:
+    """The bundled demo corpus, prepared once per test session."""
+    from lyricdist.prepare import prepare
+
+    out = tmp_path_factory.mktemp("corpus") / "demo"
+    prepare(["demo"], str(out), val_fraction=0.1, seed=1337, quiet=True)
+    return out
+
+
+def tiny_config(corpus: Path, out_dir: Path, *overrides: str):
+    """configs/tiny.yaml pointed at `corpus` and `out_dir`, plus overrides like '--train.max_steps=5'."""
+    from lyricdist.train import load_config
+
+    return load_config(
+        CONFIGS / "tiny.yaml", [f"--data.corpus={corpus}", f"--train.out_dir={out_dir}", *overrides]
+    )
