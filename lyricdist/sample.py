@@ -148,6 +148,8 @@ def cli_parser():
     p.add_argument("--artist", type=str | None, default=None, help="artist to write as (artist-conditioned models)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     p.add_argument("--json", action="store_true", help="print JSON lines instead of text")
+    p.add_argument("--check-memorization", action="store_true", help="report text copied from training lyrics")
+    p.add_argument("--corpus", type=list[str] | None, default=None, help="corpora for the check (default: the model's)")
     return p
 
 
@@ -167,11 +169,19 @@ def cli_run(parser, args) -> int:
         device=args.device,
         artist=args.artist,
     )
-    for r in results:
+    reports = [None] * len(results)
+    if args.check_memorization:
+        from .memorization import check_texts, format_report, training_corpus
+
+        corpora = args.corpus or [training_corpus(args.checkpoint)]
+        reports = check_texts([r.text[len(r.primetext) :] for r in results], corpora)
+    for r, report in zip(results, reports):
         if args.json:
-            print(json.dumps(r.__dict__, ensure_ascii=False))
+            print(json.dumps({**r.__dict__, **({"memorization": report} if report else {})}, ensure_ascii=False))
         else:
             if len(results) > 1:
                 print(f"--- temperature {r.temperature}, sample {r.index + 1} ---")
             print(r.text)
+            if report is not None:
+                print(format_report(report), file=sys.stderr)
     return 0

@@ -133,7 +133,8 @@ class Trainer:
         if t.init_from:
             from .transfer import init_from_checkpoint  # fine-tuning across vocabularies
 
-            self.init_info = init_from_checkpoint(model, self.vocab, t.init_from)
+            self.init_info = init_from_checkpoint(model, self.vocab, t.init_from, artists=corpus.artists)
+            acc.print(f"initialised from {t.init_from}: {self.init_info}")
         optimizer = make_optimizer(model, t)
         cpe = self.batches.chunks_per_epoch
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, t, cpe))
@@ -400,7 +401,7 @@ def cli_parser():
 
 
 def config_from_args(parser, args) -> RunConfig:
-    init = parser.instantiate_classes(args)
+    init = parser.instantiate(args)
     return RunConfig(data=init.data, model=init.model, train=init.train, tracking=init.tracking, samples=init.samples)
 
 

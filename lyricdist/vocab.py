@@ -48,7 +48,7 @@ class Vocab:
 
     def lookup_table(self) -> np.ndarray:
         """codepoint -> id table (-1 for characters outside the vocabulary)."""
-        table = np.full(MAX_CODEPOINT, -1, dtype=np.int64)
+        table = np.full(MAX_CODEPOINT, -1, dtype=np.int32)
         for i, c in enumerate(self.chars):
             table[ord(c)] = i
         return table

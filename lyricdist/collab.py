@@ -1,0 +1,306 @@
+"""collab: a song written by two artists' models.
+
+A and B are two checkpoints (e.g. two per-artist fine-tunes of one base model), or, with `--model CKPT`, two
+artist names of one artist-conditioned model. Modes:
+
+* alternate -- the original project's method: A writes `--lines` lines, then B continues with A's last
+  `--context-lines` lines as its primetext, and so on for `--turns` turns.
+* blend -- every next character is drawn from a mix of both models' distributions, each at `--temperature`:
+  `--rule product` (default): p ~ pA^(1-alpha) * pB^alpha, renormalised (geometric mean: a character must
+  suit both artists); `--rule mixture`: p = (1-alpha) pA + alpha pB (either artist may pick it). Only
+  characters both vocabularies hold can be drawn, so each model can always read the text.
+* condition -- one artist-conditioned model fed the interpolated embedding (1-alpha) eA + alpha eB.
+
+Blend and condition write `--turns` x `--lines` lines as one part credited to both artists. All randomness comes
+from one generator seeded by `--seed`: same seed, same song.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .checkpoint import load_checkpoint, resolve_checkpoint_dir
+from .errors import LyricdistError
+from .fileio import atomic_write_json
+from .model import CharRNN
+from .vocab import Vocab
+
+MODES = ("alternate", "blend", "condition")
+RULES = ("product", "mixture")
+MAX_LINE_CHARS = 200  # a "line" that never ends is cut here, so a turn always finishes
+
+
+@dataclass
+class Author:
+    name: str
+    model: CharRNN
+    vocab: Vocab
+    artist_vec: torch.Tensor | None = None
+
+
+class Voice:
+    """One author reading and writing character by character (the recurrent state carried between steps)."""
+
+    def __init__(self, author: Author, temperature: float):
+        self.author = author
+        self.temperature = temperature
+        self.state = None
+        self.last: torch.Tensor | None = None
+
+    def _run(self, ids: list[int]) -> None:
+        model = self.author.model
+        x = torch.tensor([ids], dtype=torch.long, device=model.head.weight.device)
+        kw = {} if self.author.artist_vec is None else {"artist_vec": self.author.artist_vec[None]}
+        logits, self.state = model(x, self.state, **kw)
+        self.last = logits[0, -1].float().cpu()
+
+    def prime(self, text: str) -> None:
+        """Start afresh reading `text`; characters this author's vocabulary lacks are skipped."""
+        vocab = self.author.vocab
+        if vocab.lowercase:
+            text = text.lower()
+        ids = [vocab._index[c] for c in text if c in vocab]
+        if not ids:
+            ids = [vocab._index["\n"]] if "\n" in vocab else [0]
+        self.state = None
+        self._run(ids)
+
+    def probs(self) -> torch.Tensor:
+        return torch.softmax(self.last / self.temperature, dim=-1)
+
+    def feed(self, char: str) -> None:
+        self._run([self.author.vocab._index[char]])
+
+    def step(self, generator: torch.Generator) -> str:
+        """Draw the next character from this author alone and read it."""
+        char = self.author.vocab.chars[_sample_from(self.probs(), generator)]
+        self.feed(char)
+        return char
+
+
+def _write_lines(n_lines: int, generator: torch.Generator, step) -> str:
+    """Call `step(generator) -> char` (draw a character and feed it back) until `n_lines` non-blank lines end."""
+    out: list[str] = []
+    line: list[str] = []
+    done = 0
+    for _ in range(n_lines * MAX_LINE_CHARS):
+        ch = step(generator)
+        out.append(ch)
+        line.append(ch)
+        if ch == "\n":
+            done += bool("".join(line).strip())
+            line = []
+            if done >= n_lines:
+                break
+    text = "".join(out)
+    return text if text.endswith("\n") else text + "\n"
+
+
+def _sample_from(probs: torch.Tensor, generator: torch.Generator) -> int:
+    return int(torch.multinomial(probs, 1, generator=generator))
+
+
+def _last_lines(text: str, n: int) -> str:
+    lines = text.splitlines(keepends=True)
+    return "".join(lines[-n:]) if n > 0 else ""
+
+
+def _label(path: str, config: dict) -> str:
+    artists = config.get("artists") or []
+    if len(artists) == 1:
+        return artists[0]
+    p = resolve_checkpoint_dir(path)
+    return p.parent.parent.name if p.name in ("best", "last") and p.parent.name == "checkpoints" else p.name
+
+
+def load_authors(a: str, b: str, model: str | None, device: str = "cpu") -> tuple[Author, Author]:
+    """Two checkpoints, or two artists of one conditioned model (`model`)."""
+    if model is None:
+        authors = []
+        for path in (a, b):
+            m, vocab, config = load_checkpoint(path, device=device)
+            authors.append(Author(_label(path, config), m, vocab))
+        if authors[0].name == authors[1].name:
+            authors[1].name += " (B)"
+        return authors[0], authors[1]
+    m, vocab, config = load_checkpoint(model, device=device)
+    artists = config.get("artists", [])
+    if m.artist_embed is None:
+        raise LyricdistError(f"--model {model} is not artist-conditioned (model.artist_embedding_dim is 0)")
+    found = []
+    for name in (a, b):
+        idx = [i for i, x in enumerate(artists) if x.casefold() == name.casefold()]
+        if not idx:
+            raise LyricdistError(f"artist {name!r} is not in --model {model}; choose from {artists}")
+        vec = m.artist_embed.weight[idx[0]].detach()
+        found.append(Author(artists[idx[0]], m, vocab, vec))
+    return found[0], found[1]
+
+
+def collab(
+    a: str,
+    b: str,
+    mode: str = "alternate",
+    model: str | None = None,
+    turns: int = 4,
+    lines: int = 4,
+    context_lines: int = 2,
+    alpha: float = 0.5,
+    rule: str = "product",
+    temperature: float = 0.8,
+    primetext: str = "",
+    seed: int = 0,
+    device: str = "cpu",
+) -> dict:
+    """Write a song; returns {"segments": [{"author", "text"}], "authors", "mode", "settings", "seed"}."""
+    if mode not in MODES:
+        raise LyricdistError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if rule not in RULES:
+        raise LyricdistError(f"--rule must be product or mixture, got {rule!r}")
+    for name, value in (("--turns", turns), ("--lines", lines)):
+        if value <= 0:
+            raise LyricdistError(f"{name} must be positive, got {value}")
+    if context_lines < 0:
+        raise LyricdistError(f"--context-lines must be >= 0, got {context_lines}")
+    if not 0 <= alpha <= 1:
+        raise LyricdistError(f"--alpha must be in [0, 1], got {alpha}")
+    if temperature <= 0:
+        raise LyricdistError(f"--temperature must be positive, got {temperature}")
+    if mode == "condition" and model is None:
+        raise LyricdistError(
+            "--mode condition needs an artist-conditioned model: --model CKPT with A and B artist names"
+        )
+    author_a, author_b = load_authors(a, b, model, device)
+    gen = torch.Generator().manual_seed(seed)
+    segments = [{"author": "primetext", "text": primetext}] if primetext else []
+    song = primetext
+
+    with torch.no_grad():
+        if mode == "alternate":
+            for turn in range(turns):
+                author = (author_a, author_b)[turn % 2]
+                voice = Voice(author, temperature)
+                voice.prime(_last_lines(song, context_lines) if song else "")
+                text = _write_lines(lines, gen, voice.step)
+                segments.append({"author": author.name, "text": text})
+                song += text
+        else:
+            if mode == "condition":
+                vec = (1 - alpha) * author_a.artist_vec + alpha * author_b.artist_vec
+                blended = Author(author_a.name, author_a.model, author_a.vocab, vec)
+                voice = Voice(blended, temperature)
+                voice.prime(song)
+                text = _write_lines(lines * turns, gen, voice.step)
+            else:
+                text = _blend(author_a, author_b, song, lines * turns, alpha, rule, temperature, gen)
+            segments.append({"author": f"{author_a.name} + {author_b.name}", "text": text})
+    return {
+        "segments": segments,
+        "authors": [author_a.name, author_b.name],
+        "mode": mode,
+        "settings": {
+            "a": a,
+            "b": b,
+            "model": model,
+            "turns": turns,
+            "lines": lines,
+            "context_lines": context_lines,
+            "alpha": alpha,
+            "rule": rule,
+            "temperature": temperature,
+            "primetext": primetext,
+        },
+        "seed": seed,
+    }
+
+
+def _blend(
+    a: Author, b: Author, prime: str, n_lines: int, alpha: float, rule: str, temperature: float, gen
+) -> str:
+    common = [c for c in a.vocab.chars if c in b.vocab]
+    if not common:
+        raise LyricdistError("the two models share no characters; blend needs a common vocabulary")
+    ia = torch.tensor([a.vocab._index[c] for c in common])
+    ib = torch.tensor([b.vocab._index[c] for c in common])
+    va, vb = Voice(a, temperature), Voice(b, temperature)
+    va.prime(prime)
+    vb.prime(prime)
+
+    def step(g) -> str:
+        pa, pb = va.probs()[ia], vb.probs()[ib]
+        if rule == "product":
+            p = torch.exp((1 - alpha) * torch.log(pa.clamp_min(1e-30)) + alpha * torch.log(pb.clamp_min(1e-30)))
+        else:
+            p = (1 - alpha) * pa + alpha * pb
+        ch = common[_sample_from(p / p.sum(), g)]
+        va.feed(ch)
+        vb.feed(ch)
+        return ch
+
+    return _write_lines(n_lines, gen, step)
+
+
+def format_song(result: dict) -> str:
+    parts = [f"[{s['author']}]\n{s['text']}" for s in result["segments"]]
+    return "\n".join(p if p.endswith("\n") else p + "\n" for p in parts)
+
+
+def cli_parser():
+    from .cli import new_parser
+    from .memorization import DEFAULT_MAX_NGRAM_SHARE, DEFAULT_MAX_SPAN
+
+    p = new_parser("Write a song with two artists: two checkpoints, or two artists of one conditioned model.")
+    p.add_argument("a", help="artist A: a checkpoint dir, or an artist name of --model")
+    p.add_argument("b", help="artist B: a checkpoint dir, or an artist name of --model")
+    p.add_argument("--mode", default="alternate", help="alternate, blend or condition")
+    p.add_argument("--model", type=str | None, default=None, help="an artist-conditioned checkpoint; A, B name artists")
+    p.add_argument("--turns", type=int, default=4, help="alternate: turns; blend/condition: turns x lines lines")
+    p.add_argument("--lines", type=int, default=4, help="lines per turn")
+    p.add_argument("--context-lines", type=int, default=2, help="alternate: last lines of the song each turn continues")
+    p.add_argument("--alpha", type=float, default=0.5, help="blend/condition: weight of B (0 = all A, 1 = all B)")
+    p.add_argument("--rule", default="product", help="blend rule: product (geometric, renormalised) or mixture")
+    p.add_argument("--temperature", type=float, default=0.8, help="sampling temperature of each model")
+    p.add_argument("--primetext", default="", help="opening text of the song")
+    p.add_argument("--seed", type=int, default=0, help="same seed, same song")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, ...")
+    p.add_argument("--out", type=str | None, default=None, help="also write the song as JSON to this file")
+    p.add_argument("--check-memorization", action="store_true", help="report text copied from training lyrics")
+    p.add_argument("--corpus", type=list[str] | None, default=None, help="corpora for the check (default: the models')")
+    p.add_argument("--max-span", type=int, default=DEFAULT_MAX_SPAN, help="warn at a copied span this long")
+    p.add_argument("--max-ngram-share", type=float, default=DEFAULT_MAX_NGRAM_SHARE, help="warn at this 8-gram share")
+    return p
+
+
+def cli_run(parser, args) -> int:
+    result = collab(
+        args.a,
+        args.b,
+        mode=args.mode,
+        model=args.model,
+        turns=args.turns,
+        lines=args.lines,
+        context_lines=args.context_lines,
+        alpha=args.alpha,
+        rule=args.rule,
+        temperature=args.temperature,
+        primetext=args.primetext,
+        seed=args.seed,
+        device=args.device,
+    )
+    if args.check_memorization:
+        from .memorization import check_texts, format_report, training_corpus
+
+        corpora = args.corpus or [training_corpus(p) for p in ([args.model] if args.model else [args.a, args.b])]
+        generated = "".join(s["text"] for s in result["segments"] if s["author"] != "primetext")
+        rows = check_texts([generated], corpora, args.max_span, args.max_ngram_share)[0]
+        result["memorization"] = rows
+    print(format_song(result), end="")
+    if args.check_memorization:
+        print(format_report(result["memorization"]), file=sys.stderr)
+    if args.out:
+        atomic_write_json(Path(args.out), result)
+    return 0

@@ -1,0 +1,207 @@
+"""Training end to end: outputs, distributed equivalence (golden losses), exact resume after SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import CONFIGS, REPO, run_cli, tiny_config
+from lyricdist.checkpoint import load_checkpoint
+from lyricdist.errors import LyricdistError
+from lyricdist.train import Trainer, lr_factor, train
+from lyricdist.config import TrainConfig
+
+GOLDEN = Path(__file__).parent / "golden" / "tiny_losses.json"
+DIST_ARGS = [
+    "--model.num_layers=2",
+    "--model.dropout=0",
+    "--train.batch_size=8",
+    "--train.max_steps=12",
+    "--train.eval_every=6",
+    "--train.log_every=1",
+    "--samples.enabled=false",
+]
+
+
+def read_metrics(out: Path) -> list[dict]:
+    return [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_train_end_to_end_writes_metrics_and_checkpoints(demo_corpus, tmp_path):
+    out = tmp_path / "run"
+    cfg = tiny_config(demo_corpus, out, "--train.max_steps=30", "--train.lr=0.02")
+    final = train(cfg)
+    rows = read_metrics(out)
+    for key in ("step", "train_loss", "val_loss", "val_bpc", "chars_per_sec", "lr"):
+        assert all(key in r for r in rows)
+    assert [r["step"] for r in rows] == [5, 10, 15, 20, 25, 30]
+    evals = [r for r in rows if r["val_loss"] is not None]
+    assert [r["step"] for r in evals] == [10, 20, 30]
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"]
+    assert abs(evals[-1]["val_bpc"] - evals[-1]["val_loss"] / 0.6931471805599453) < 1e-9
+    assert final["val_loss"] == evals[-1]["val_loss"]
+    for name in ("last", "best"):
+        d = out / "checkpoints" / name
+        assert sorted(p.name for p in d.iterdir()) == ["config.json", "model.safetensors", "vocab.json"]
+    model, vocab, info = load_checkpoint(out / "checkpoints" / "last")
+    assert info["step"] == 30 and len(vocab) == model.vocab_size
+    assert json.loads((out / "checkpoints" / "best" / "config.json").read_text())["val_loss"] == min(
+        r["val_loss"] for r in evals
+    )
+
+
+def test_grad_accumulation_is_the_same_math(demo_corpus, tmp_path):
+    a = train(tiny_config(demo_corpus, tmp_path / "a", *DIST_ARGS))
+    b = train(tiny_config(demo_corpus, tmp_path / "b", *DIST_ARGS, "--train.grad_accum=4"))
+    la = [r["train_loss"] for r in read_metrics(tmp_path / "a")]
+    lb = [r["train_loss"] for r in read_metrics(tmp_path / "b")]
+    assert la == pytest.approx(lb, abs=1e-5)
+    assert a["val_loss"] == pytest.approx(b["val_loss"], abs=1e-5)
+
+
+def test_lr_schedules():
+    t = TrainConfig(lr_schedule="epoch_decay", lr_decay=0.97, lr_decay_after=10)
+    assert lr_factor(9 * 100 + 99, t, 100) == 1.0  # during epoch 10
+    assert lr_factor(10 * 100, t, 100) == pytest.approx(0.97)  # after epoch 10 ended
+    assert lr_factor(12 * 100, t, 100) == pytest.approx(0.97**3)
+    c = TrainConfig(lr_schedule="cosine", max_steps=100, warmup_steps=10, min_lr_ratio=0.1)
+    assert lr_factor(0, c, 50) == pytest.approx(0.1)
+    assert lr_factor(10, c, 50) == pytest.approx(1.0)
+    assert lr_factor(100, c, 50) == pytest.approx(0.1)
+
+
+def _losses(out: Path) -> list[float]:
+    return [r["train_loss"] for r in read_metrics(out)]
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_process_and_the_golden_file(demo_corpus, tmp_path):
+    """torchtitan-style: the per-step losses of a 2-process gloo run equal the 1-process run (and the golden file)."""
+    common = [f"--data.corpus={demo_corpus}", *DIST_ARGS]
+    run_cli("train", "--config", str(CONFIGS / "tiny.yaml"), *common, f"--train.out_dir={tmp_path / 'one'}")
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "lyricdist",
+         "train", "--config", str(CONFIGS / "tiny.yaml"), *common, f"--train.out_dir={tmp_path / 'two'}"],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    one, two = _losses(tmp_path / "one"), _losses(tmp_path / "two")
+    assert len(one) == len(two) == 12
+    assert two == pytest.approx(one, abs=1e-5)
+    v1 = [r["val_loss"] for r in read_metrics(tmp_path / "one") if r["val_loss"] is not None]
+    v2 = [r["val_loss"] for r in read_metrics(tmp_path / "two") if r["val_loss"] is not None]
+    assert v2 == pytest.approx(v1, abs=1e-5) and len(v1) == 2
+    if os.environ.get("LYRICDIST_UPDATE_GOLDEN"):
+        GOLDEN.parent.mkdir(exist_ok=True)
+        GOLDEN.write_text(json.dumps({"args": DIST_ARGS, "train_loss": one}, indent=1) + "\n")
+    golden = json.loads(GOLDEN.read_text())
+    assert golden["args"] == DIST_ARGS
+    assert one == pytest.approx(golden["train_loss"], abs=1e-4)
+
+
+def _train_proc(corpus: Path, out: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "lyricdist", "train", "--config", str(CONFIGS / "tiny.yaml"),
+         f"--data.corpus={corpus}", f"--train.out_dir={out}", *RESUME_ARGS, *extra],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+
+
+RESUME_ARGS = [
+    "--model.num_layers=2", "--model.hidden_size=48", "--model.dropout=0.2", "--train.max_steps=400",
+    "--train.eval_every=100", "--train.save_every=20", "--train.log_every=10", "--train.lr_schedule=cosine",
+    "--samples.enabled=true", "--samples.length=20",
+]
+
+
+def _state_step(out: Path) -> int:
+    try:
+        return json.loads((out / "state" / "trainer_state.json").read_text())["step"]
+    except (FileNotFoundError, json.JSONDecodeError, KeyError):
+        return 0
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_ends_bitwise_equal(demo_corpus, tmp_path):
+    ref = _train_proc(demo_corpus, tmp_path / "ref")
+    assert ref.wait(timeout=300) == 0, ref.stderr.read()[-2000:]
+
+    out = tmp_path / "crash"
+    proc = _train_proc(demo_corpus, out)
+    deadline = time.time() + 240
+    while _state_step(out) < 60 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "training finished before it could be killed"
+    killed_at = _state_step(out)
+    assert 60 <= killed_at < 400
+
+    again = _train_proc(demo_corpus, out)  # without --resume: refuses to clobber the run
+    assert again.wait(timeout=120) == 1 and "--resume" in again.stderr.read()
+    resumed = _train_proc(demo_corpus, out, "--resume")
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()[-2000:]
+
+    a = load_file(str(tmp_path / "ref" / "checkpoints" / "last" / "model.safetensors"))
+    b = load_file(str(out / "checkpoints" / "last" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{k} differs after resume from step {killed_at}"
+    ra, rb = read_metrics(tmp_path / "ref"), read_metrics(out)
+    assert [r["step"] for r in rb] == [r["step"] for r in ra]  # lines after the saved step were dropped
+    assert [r["train_loss"] for r in rb] == [r["train_loss"] for r in ra]
+
+
+SAVER = r"""
+import sys, torch
+from lyricdist.checkpoint import save_checkpoint
+from lyricdist.model import CharRNN, ModelConfig
+from lyricdist.vocab import Vocab
+model = CharRNN(ModelConfig(num_layers=2, hidden_size=256), 50)
+vocab = Vocab([chr(65 + i) for i in range(50)])
+i = 0
+while True:
+    i += 1
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(float(i))
+    save_checkpoint(sys.argv[1], model, vocab, step=i)
+    print(i, flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_kill_mid_save_never_leaves_a_checkpoint_that_loads_wrong(tmp_path):
+    ckpt = tmp_path / "checkpoints" / "last"
+    for delay in (0.8, 1.1, 1.3, 1.7, 2.2):
+        proc = subprocess.Popen([sys.executable, "-c", SAVER, str(ckpt)], stdout=subprocess.PIPE, text=True)
+        proc.stdout.readline()  # at least one complete save
+        time.sleep(delay / 4)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        model, _, info = load_checkpoint(ckpt)
+        values = {float(v) for p in model.parameters() for v in (p.detach().flatten()[0], p.detach().flatten()[-1])}
+        assert values == {float(info["step"])}, "weights and config.json come from different saves"
+
+
+def test_bad_config_values_are_one_line_errors(demo_corpus, tmp_path):
+    for override, words in [
+        ("--train.lr=0", "train.lr must be positive"),
+        ("--model.hidden_size=-4", "model.hidden_size must be positive"),
+        ("--train.batch_size=100000", "corpus too small"),
+        ("--samples.temperatures=[0.5,0]", "temperatures must be positive"),
+    ]:
+        with pytest.raises(LyricdistError, match=words):
+            Trainer(tiny_config(demo_corpus, tmp_path / "x", override))
+    assert not (tmp_path / "x" / "checkpoints").exists()
+    with pytest.raises(LyricdistError, match="not found"):
+        Trainer(tiny_config(tmp_path / "missing", tmp_path / "y"))
