@@ -10,6 +10,7 @@ import json
 import os
 import re
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +63,7 @@ class Tracker:
             return
         import wandb
 
-        self.run_id = run_id or wandb.util.generate_id()
+        self.run_id = run_id or uuid.uuid4().hex[:12]
         t = cfg.tracking
         accelerator.init_trackers(
             t.project,

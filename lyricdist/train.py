@@ -412,7 +412,9 @@ def load_config(path: str, overrides: list[str] | None = None) -> RunConfig:
 
 
 def cli_run(parser, args) -> int:
+    from accelerate import PartialState
+
     metrics = train(config_from_args(parser, args), resume=args.resume)
-    if metrics.get("val_loss") is not None:
+    if metrics.get("val_loss") is not None and PartialState().is_main_process:
         print(f"final: val_loss {metrics['val_loss']:.4f} nats, {metrics['val_bpc']:.4f} bits/char")
     return 0

@@ -20,6 +20,7 @@ os.environ.setdefault("WANDB_DISABLE_GIT", "true")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a stray ~/.ray/auth_token must not turn on token auth
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -65,3 +66,12 @@ def tiny_config(corpus: Path, out_dir: Path, *overrides: str):
     return load_config(
         CONFIGS / "tiny.yaml", [f"--data.corpus={corpus}", f"--train.out_dir={out_dir}", *overrides]
     )
+
+
+def read_text_tree(root: Path) -> str:
+    """Every file under root as text (binary files decoded leniently): for 'no secret anywhere' checks."""
+    parts = []
+    for path in Path(root).rglob("*"):
+        if path.is_file():
+            parts.append(path.read_bytes().decode("utf-8", errors="replace"))
+    return "\n".join(parts)

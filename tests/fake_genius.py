@@ -1,0 +1,355 @@
+"""A fake Genius service on 127.0.0.1: real HTTP, so the real lyricsgenius code path runs against it.
+
+It serves what lyricsgenius calls for `search_artist`: the public search (`search/multi`), the API's
+`artists/ID`, `artists/ID/songs` and `songs/ID`, and the lyric HTML pages, with Genius junk (contributor
+counts, translation lists, "You might also like", ticket lines, "NEmbed") leaking into the lyrics the way it
+does on real pages. Song URLs are canonical `https://genius.com/...` URLs, as the real API returns them.
+
+Usage (also from a `ray job submit` test: the service runs in the test process, clients reach it over HTTP):
+
+    with FakeGenius(catalogue()) as fake:        # or fake = FakeGenius(...).start(); ...; fake.stop()
+        env = fake.env                            # GENIUS_API_ROOT, GENIUS_PUBLIC_API_ROOT, GENIUS_WEB_ROOT,
+                                                  # GENIUS_ACCESS_TOKEN (== FAKE_TOKEN)
+        fake.inject(path="/web/", status=429, times=2)   # next 2 lyric pages answer 429
+        fake.inject(path="songs/", delay=2.0)            # next song request answers after 2 s
+        fake.inject(path="artists/102", status=500, times=None)  # that artist is always broken
+        fake.misdirect("Queen", to="Queen Latifah")      # search for "Queen" finds only Queen Latifah
+        fake.latency = 0.05                              # every answer takes 50 ms
+        fake.request_count("/web/")                      # requests served so far whose path contains that
+        fake.request_times()                             # their arrival times (time.monotonic())
+
+API requests without `Authorization: Bearer FAKE_TOKEN` get 401.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+FAKE_TOKEN = "fake-genius-token-5f3c9a1e7d"
+
+
+@dataclass
+class FakeSong:
+    id: int
+    title: str
+    lines: list[str]  # lyric body; "[Chorus]" style lines are section headers
+    album: str | None = "Fake Album"
+    release_date: str | None = "2011-03-04"
+    lyrics_state: str = "complete"
+    junk: bool = True  # leak Genius page junk into the lyrics container
+
+
+@dataclass
+class FakeArtist:
+    id: int
+    name: str
+    songs: list[FakeSong] = field(default_factory=list)
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").capitalize() or "x"
+
+
+def catalogue() -> list[FakeArtist]:
+    """Artists exercising the cleaning rules, lyricsgenius's filters, dedupe and awkward names."""
+    juniper = FakeArtist(
+        101,
+        "Juniper Vale",
+        [
+            FakeSong(1001, "Lanterns", ["[Verse 1]", "Lanterns on the water", "carry us home", "",
+                                       "[Chorus]", "Oh the light, oh the light"]),
+            FakeSong(1002, "Paper Boats", ["[Intro]", "Fold the morning into paper boats", "",
+                                          "[Verse 1]", "send them down the river"]),
+            FakeSong(1003, "Lanterns (Remastered 2011)", ["Lanterns on the water, remastered"]),
+            FakeSong(1004, "Paper Boats (Remix)", ["remix line"]),
+            FakeSong(1005, "Juniper Vale Tracklist", ["1. Lanterns", "2. Paper Boats"]),
+            FakeSong(1006, "Hollow Hymn", [], junk=False),
+            FakeSong(1007, "Unreleased Thing", ["never out"], lyrics_state="unreleased"),
+            FakeSong(1008, "Quiet Fields", ["Quiet fields and quiet hearts", "we were young"], album=None,
+                     release_date=None),
+        ],
+    )
+    kilowatt = FakeArtist(
+        102,
+        "DJ Kilowatt",
+        [
+            FakeSong(2001, "Voltage", ["[Hook]", "Turn the voltage up", "up up"]),
+            FakeSong(2002, "Grid Down (Live)", ["live crowd noise"]),
+            FakeSong(2003, "Short Circuit", ["Short circuit in my heart", "sparks all night"]),
+        ],
+    )
+    queen = FakeArtist(103, "Queen", [FakeSong(3001, "Crown Song", ["We wear the crown", "all night long"])])
+    latifah = FakeArtist(104, "Queen Latifah", [FakeSong(4001, "Other Crown", ["Not the band", "at all"])])
+    acdc = FakeArtist(105, "AC/DC", [FakeSong(5001, "High Voltage Fake", ["High voltage fake", "rock"])])
+    dotdot = FakeArtist(106, "../x", [FakeSong(6001, "Escape", ["Trying to escape", "the output dir"])])
+    return [juniper, kilowatt, queen, latifah, acdc, dotdot]
+
+
+def bulk_catalogue(n_artists: int, n_songs: int, first_id: int = 1000) -> list[FakeArtist]:
+    """Plain artists for benchmarks: `n_songs` distinct junk-bearing songs each."""
+    artists = []
+    for a in range(n_artists):
+        aid = first_id + a
+        songs = [
+            FakeSong(aid * 1000 + s, f"Song {s} of {aid}", [f"[Verse {s}]", f"line {s} of artist {aid}", "la la"])
+            for s in range(n_songs)
+        ]
+        artists.append(FakeArtist(aid, f"Bench Artist {a}", songs))
+    return artists
+
+
+def _clean(text: str) -> str:
+    return re.sub(r"[^\w]", "", text).casefold()
+
+
+def _artist_body(artist: FakeArtist) -> dict:
+    return {
+        "id": artist.id,
+        "name": artist.name,
+        "url": f"https://genius.com/artists/{slug(artist.name)}",
+        "api_path": f"/artists/{artist.id}",
+        "header_image_url": "https://images.example/h.png",
+        "image_url": "https://images.example/i.png",
+        "is_meme_verified": False,
+        "is_verified": False,
+    }
+
+
+def _song_path(artist: FakeArtist, song: FakeSong) -> str:
+    return f"/{slug(artist.name)}-{slug(song.title).lower()}-lyrics"
+
+
+def _song_body(artist: FakeArtist, song: FakeSong, full: bool) -> dict:
+    body = {
+        "id": song.id,
+        "title": song.title,
+        "full_title": f"{song.title} by {artist.name}",
+        "path": _song_path(artist, song),
+        "url": "https://genius.com" + _song_path(artist, song),
+        "api_path": f"/songs/{song.id}",
+        "lyrics_state": song.lyrics_state,
+        "instrumental": False,
+        "primary_artist": _artist_body(artist),
+        "featured_artists": [],
+    }
+    if full:
+        body["album"] = {"id": 9, "name": song.album} if song.album else None
+        body["release_date"] = song.release_date
+    return body
+
+
+def lyrics_page(artist: FakeArtist, song: FakeSong) -> str:
+    """A song page shaped like genius.com's: lyric containers with junk that survives lyricsgenius's parser."""
+    lines = [line.replace("&", "&amp;").replace("<", "&lt;") for line in song.lines]
+    if not song.junk:
+        body = "<br/>".join(lines)
+        return f'<html><body><div data-lyrics-container="true">{body}</div></body></html>'
+    half = max(1, len(lines) // 2)
+    first = "<br/>".join(lines[:half])
+    second = "<br/>".join(lines[half:])
+    header = (
+        f"{len(song.lines) + 40} Contributors<span>Translations</span><span>Español</span><span>Français</span>"
+        f"{song.title} Lyrics"
+    )
+    return (
+        "<html><head><title>Genius</title></head><body>"
+        '<div class="SongHeader">Not lyrics</div>'
+        f'<div data-lyrics-container="true" class="Lyrics__Container-sc-1">{header}'
+        '<div data-exclude-from-selection="true">Advertisement</div>'
+        f"{first}</div>"
+        f'<div data-lyrics-container="true" class="Lyrics__Container-sc-1">You might also like<br/>'
+        f"{second}<br/>See {artist.name} LiveGet tickets as low as $45<br/>{song.id % 97}Embed</div>"
+        "</body></html>"
+    )
+
+
+@dataclass
+class _Fault:
+    path: str
+    status: int | None
+    delay: float
+    times: int | None
+
+
+class FakeGenius:
+    """The service. `start()` binds a free port on 127.0.0.1 and serves from a daemon thread."""
+
+    def __init__(self, artists: list[FakeArtist] | None = None, latency: float = 0.0):
+        self.artists = {a.id: a for a in (artists if artists is not None else catalogue())}
+        self.latency = latency
+        self._faults: list[_Fault] = []
+        self._misdirect: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self._paths: list[tuple[float, str]] = []
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # lifecycle -------------------------------------------------------------------------------------------
+    def start(self) -> "FakeGenius":
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                fake._handle(self)
+
+            def log_message(self, *args) -> None:  # keep test output clean
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-genius", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def __enter__(self) -> "FakeGenius":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    @property
+    def base_url(self) -> str:
+        assert self._server is not None, "start() the fake first"
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        """Environment for a scrape against this service (includes the fake token)."""
+        return {
+            "GENIUS_API_ROOT": f"{self.base_url}/api/",
+            "GENIUS_PUBLIC_API_ROOT": f"{self.base_url}/public/",
+            "GENIUS_WEB_ROOT": f"{self.base_url}/web/",
+            "GENIUS_ACCESS_TOKEN": FAKE_TOKEN,
+        }
+
+    # switches --------------------------------------------------------------------------------------------
+    def inject(self, path: str = "", status: int | None = None, delay: float = 0.0, times: int | None = 1) -> None:
+        """The next `times` requests (None: all) whose path contains `path` wait `delay` s, then answer
+        `status` instead of the real answer (None: the real answer, only late)."""
+        with self._lock:
+            self._faults.append(_Fault(path, status, delay, times))
+
+    def misdirect(self, query: str, to: str) -> None:
+        """Searching for `query` finds only the artist named `to` (name search matching the wrong artist)."""
+        self._misdirect[_clean(query)] = to
+
+    def clear(self) -> None:
+        with self._lock:
+            self._faults.clear()
+            self._paths.clear()
+        self._misdirect.clear()
+
+    def request_count(self, contains: str = "") -> int:
+        with self._lock:
+            return sum(1 for _, p in self._paths if contains in p)
+
+    def request_times(self, contains: str = "") -> list[float]:
+        with self._lock:
+            return [t for t, p in self._paths if contains in p]
+
+    # serving ---------------------------------------------------------------------------------------------
+    def _take_fault(self, path: str) -> _Fault | None:
+        with self._lock:
+            self._paths.append((time.monotonic(), path))
+            for fault in self._faults:
+                if fault.path in path and (fault.times is None or fault.times > 0):
+                    if fault.times is not None:
+                        fault.times -= 1
+                    return fault
+        return None
+
+    def _handle(self, req: BaseHTTPRequestHandler) -> None:
+        url = urlsplit(req.path)
+        query = {k: v[0] for k, v in parse_qs(url.query).items()}
+        fault = self._take_fault(url.path)
+        delay = self.latency + (fault.delay if fault else 0.0)
+        if delay:
+            time.sleep(delay)
+        if fault and fault.status:
+            self._send(req, fault.status, {"meta": {"status": fault.status, "message": "injected"}},
+                       headers={"Retry-After": "0"} if fault.status == 429 else None)
+            return
+        try:
+            status, payload = self._route(url.path, query, req.headers.get("Authorization", ""))
+        except (KeyError, ValueError):
+            status, payload = 404, {"meta": {"status": 404, "message": "Not found"}}
+        self._send(req, status, payload)
+
+    def _route(self, path: str, query: dict, auth: str) -> tuple[int, object]:
+        if path.startswith("/web/"):
+            for artist in self.artists.values():
+                for song in artist.songs:
+                    if _song_path(artist, song) == "/" + path[len("/web/"):]:
+                        return 200, lyrics_page(artist, song)
+            return 404, "<html><body>Page not found</body></html>"
+        if path.startswith("/public/search/multi"):
+            return 200, {"response": {"sections": self._search(query.get("q", ""))}}
+        if path.startswith("/api/"):
+            if auth != f"Bearer {FAKE_TOKEN}":
+                return 401, {"meta": {"status": 401, "message": "invalid token"}}
+            parts = path[len("/api/"):].strip("/").split("/")
+            if parts[0] == "artists" and len(parts) == 2:
+                return 200, {"response": {"artist": _artist_body(self.artists[int(parts[1])])}}
+            if parts[0] == "artists" and len(parts) == 3 and parts[2] == "songs":
+                return 200, {"response": self._artist_songs(self.artists[int(parts[1])], query)}
+            if parts[0] == "songs" and len(parts) == 2:
+                for artist in self.artists.values():
+                    for song in artist.songs:
+                        if song.id == int(parts[1]):
+                            return 200, {"response": {"song": _song_body(artist, song, full=True)}}
+        return 404, {"meta": {"status": 404, "message": "Not found"}}
+
+    def _search(self, q: str) -> list[dict]:
+        wanted = _clean(q)
+        if wanted in self._misdirect:
+            names = {_clean(self._misdirect[wanted])}
+            found = [a for a in self.artists.values() if _clean(a.name) in names]
+        else:
+            found = sorted(
+                (a for a in self.artists.values() if wanted and wanted in _clean(a.name)),
+                key=lambda a: _clean(a.name) != wanted,
+            )
+        hits = [{"index": "artist", "type": "artist", "result": _artist_body(a)} for a in found]
+        return [
+            {"type": "top_hit", "hits": hits[:1]},
+            {"type": "song", "hits": []},
+            {"type": "artist", "hits": hits},
+        ]
+
+    def _artist_songs(self, artist: FakeArtist, query: dict) -> dict:
+        per_page = int(query.get("per_page") or 20)
+        page = int(query.get("page") or 1)
+        chunk = artist.songs[(page - 1) * per_page : page * per_page]
+        more = page * per_page < len(artist.songs)
+        return {"songs": [_song_body(artist, s, full=False) for s in chunk], "next_page": page + 1 if more else None}
+
+    @staticmethod
+    def _send(req: BaseHTTPRequestHandler, status: int, payload: object, headers: dict | None = None) -> None:
+        if isinstance(payload, str):
+            body, ctype = payload.encode(), "text/html; charset=utf-8"
+        else:
+            body, ctype = json.dumps(payload).encode(), "application/json"
+        try:
+            req.send_response(status)
+            req.send_header("Content-Type", ctype)
+            req.send_header("Content-Length", str(len(body)))
+            for key, value in (headers or {}).items():
+                req.send_header(key, value)
+            req.end_headers()
+            req.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):  # the client gave up (a timeout test)
+            pass

@@ -1,0 +1,340 @@
+"""`lyricdist scrape`: cleaning rules on real-looking Genius text, and end-to-end runs against a fake Genius
+service over real HTTP with a local Ray cluster (one per module)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import CONFIGS, run_cli
+from fake_genius import FAKE_TOKEN, FakeGenius
+from lyricdist.errors import LyricdistError
+from lyricdist.scrape import (
+    EXIT_ARTISTS_FAILED,
+    ArtistSpec,
+    clean_lyrics,
+    clean_songs,
+    genius_roots,
+    load_artists_file,
+    normalise_title,
+    scrape,
+)
+
+# --------------------------------------------------------------------------------------------------------------
+# Cleaning (pure functions).
+# --------------------------------------------------------------------------------------------------------------
+
+DYLAN_GLUED = (
+    "163 ContributorsTranslationsTürkçeEspañolDeutschFrançaisBlowin' in the Wind Lyrics[Verse 1]\n"
+    "How many roads must a man walk down\n"
+    "Before you call him a man?\n"
+    "You might also like[Chorus]\n"
+    "The answer, my friend, is blowin' in the wind\n"
+    "The answer is blowin' in the wind\n"
+    "See Bob Dylan LiveGet tickets as low as $86\n"
+    "12Embed"
+)
+DYLAN_CLEAN = (
+    "How many roads must a man walk down\n"
+    "Before you call him a man?\n"
+    "\n"
+    "The answer, my friend, is blowin' in the wind\n"
+    "The answer is blowin' in the wind"
+)
+
+
+def test_clean_glued_header_translations_tickets_and_embed():
+    assert clean_lyrics(DYLAN_GLUED, "Blowin' in the Wind", "Bob Dylan") == DYLAN_CLEAN
+
+
+def test_clean_header_on_own_lines_with_description():
+    raw = (
+        "2 Contributors\nTranslations\nEspañol\nPortuguês\n"
+        "Dancing Queen Lyrics“Dancing Queen” was released as a single in 1976… Read More\u00a0\n"
+        "[Intro]\n[Verse 1: Agnetha & Frida]\nYou can dance, you can jive\nHaving the time of your life\n"
+        "Embed"
+    )
+    assert clean_lyrics(raw, "Dancing Queen", "ABBA") == "You can dance, you can jive\nHaving the time of your life"
+
+
+def test_clean_header_when_title_spelling_differs():
+    raw = "5 ContributorsBlowin’ in the Wind (Live) Lyrics[Verse]\nHow many roads\n7Embed"
+    assert clean_lyrics(raw, "Blowin' in the Wind", "Bob Dylan") == "How many roads"
+
+
+def test_clean_keeps_lyrics_that_look_like_junk_words():
+    raw = "See the way we live\nthese Lyrics are mine\n[Chorus]\nAnd we embed the night"
+    assert clean_lyrics(raw, "Other Song", "Someone") == "See the way we live\nthese Lyrics are mine\n\nAnd we embed the night"
+
+
+def test_clean_title_heading_only_and_odd_spaces():
+    raw = "Humble Lyrics[Intro]\nNobody\u2005pray\u205ffor me\n\n\n\n[Chorus: Kendrick Lamar]\nBe humble"
+    assert clean_lyrics(raw, "Humble", "Kendrick Lamar") == "Nobody pray for me\n\nBe humble"
+
+
+def test_clean_junk_only_is_empty():
+    assert clean_lyrics("1 ContributorInstrumental Lyrics[Instrumental]\nEmbed", "Instrumental") == ""
+    assert clean_lyrics("", "x") == ""
+
+
+@pytest.mark.parametrize(
+    "a, b, same",
+    [
+        ("Lanterns", "Lanterns (Remastered 2011)", True),
+        ("Bohemian Rhapsody", "Bohemian Rhapsody - Remastered 2011", True),
+        ("Love Story", "Love Story (Taylor’s Version)", True),
+        ("HUMBLE.", "Humble", True),
+        ("Song", "Song (Part 2)", False),
+        ("(Sittin' On) The Dock of the Bay", "The Dock of the Bay", False),
+    ],
+)
+def test_normalise_title(a, b, same):
+    assert (normalise_title(a) == normalise_title(b)) is same
+
+
+def test_clean_songs_dedupes_keeps_most_popular_and_counts_empty():
+    songs = [
+        {"title": "Lanterns", "song_id": 1, "lyrics_raw": "Lanterns Lyrics\nfirst take"},
+        {"title": "Hollow", "song_id": 2, "lyrics_raw": "1 ContributorHollow Lyrics\n12Embed"},
+        {"title": "Lanterns (Remastered 2011)", "song_id": 3, "lyrics_raw": "second take"},
+        {"title": "Paper", "song_id": 4, "lyrics_raw": "paper boats"},
+    ]
+    rows, stats = clean_songs("Juniper Vale", 7, songs)
+    assert [r["song_id"] for r in rows] == [1, 4]
+    assert rows[0]["lyrics"] == "first take" and rows[0]["lyrics_raw"] == songs[0]["lyrics_raw"]
+    assert (stats.kept, stats.empty, stats.duplicates) == (2, 1, 1)
+    assert stats.chars == sum(r["n_chars"] for r in rows) == len("first take") + len("paper boats")
+
+
+@pytest.mark.parametrize("name", ["AC/DC", "../x", "..", "/etc/passwd", "a\\b", " ", "C:\\evil"])
+def test_record_filenames_stay_inside(name, tmp_path):
+    filename = ArtistSpec(name).record_filename()
+    assert "/" not in filename and "\\" not in filename and not filename.startswith(".")
+    assert (tmp_path / filename).resolve().parent == tmp_path.resolve()
+
+
+def test_record_filenames_distinguish_lookalikes():
+    names = [ArtistSpec("AC/DC"), ArtistSpec("AC-DC"), ArtistSpec("AC/DC", 5)]
+    assert len({s.record_filename() for s in names}) == 3
+
+
+def test_original_artists_file():
+    specs = load_artists_file(CONFIGS / "artists" / "original-21.yaml")
+    names = {s.name for s in specs}
+    assert len(specs) == 21 and {"Bob Dylan", "*NSYNC", "BROCKHAMPTON", "Michael Jackson", "Queen"} <= names
+    assert any(s.genius_id for s in specs)
+
+
+@pytest.mark.parametrize("text", ["- {name: Queen, id: -3}\n", "- {name: Queen, idd: 3}\n", "{a: 1}\n", "- [x]\n", "[]\n"])
+def test_bad_artists_file(tmp_path, text):
+    path = tmp_path / "a.yaml"
+    path.write_text(text)
+    with pytest.raises(LyricdistError, match="a.yaml"):
+        load_artists_file(path)
+
+
+def test_genius_roots_from_env():
+    roots = genius_roots({"GENIUS_API_ROOT": "http://127.0.0.1:9/api"})
+    assert roots["API_ROOT"] == "http://127.0.0.1:9/api/" and roots["WEB_ROOT"] == "https://genius.com/"
+    with pytest.raises(LyricdistError, match="GENIUS_WEB_ROOT"):
+        genius_roots({"GENIUS_WEB_ROOT": "genius.com"})
+
+
+def test_missing_token_is_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.delenv("GENIUS_ACCESS_TOKEN", raising=False)
+    with pytest.raises(LyricdistError, match="GENIUS_ACCESS_TOKEN is not set"):
+        scrape(["ABBA"], 5, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_refuses_to_replace_a_foreign_directory(tmp_path, monkeypatch):
+    monkeypatch.setenv("GENIUS_ACCESS_TOKEN", "t")
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(LyricdistError, match="holds other files"):
+        scrape(["ABBA"], 5, tmp_path)
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# End to end: fake Genius over HTTP, local Ray.
+# --------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def fake_service():
+    with FakeGenius() as fake:
+        yield fake
+
+
+@pytest.fixture
+def fake(fake_service, local_ray, monkeypatch):
+    fake_service.clear()
+    fake_service.latency = 0.0
+    for key, value in fake_service.env.items():
+        monkeypatch.setenv(key, value)
+    return fake_service
+
+
+FAST = dict(rate_limit=500, backoff=0.01, timeout=0.5, progress=False)
+
+
+def _rows(out: Path) -> list[dict]:
+    import datasets
+
+    return list(datasets.load_from_disk(str(out))["train"])
+
+
+@pytest.mark.slow
+def test_scrape_dataset_contents_through_faults(fake, tmp_path):
+    import pandas as pd
+
+    fake.inject(path="/web/", status=429, times=2)
+    fake.inject(path="/api/songs/", status=500, times=1)
+    fake.inject(path="/api/artists/102", delay=1.5, times=1)  # longer than the 0.5 s timeout
+    out = tmp_path / "ds"
+    report = scrape(["Juniper Vale", "DJ Kilowatt"], 20, out, parquet=True, **FAST)
+
+    assert report.exit_code == 0, report.results
+    assert fake.request_count() > 0 and all(f.times == 0 for f in fake._faults)  # every fault was met and retried
+    rows = _rows(out)
+    by_artist = {}
+    for row in rows:
+        by_artist.setdefault(row["artist"], []).append(row["title"])
+    # lyricsgenius's filters drop "(Remix)", "(Live)", tracklists and unreleased songs; the remaster is a
+    # duplicate and "Hollow Hymn" is empty
+    assert by_artist == {"Juniper Vale": ["Lanterns", "Paper Boats", "Quiet Fields"],
+                         "DJ Kilowatt": ["Voltage", "Short Circuit"]}
+    juniper = next(r for r in report.results if r.name == "Juniper Vale")
+    assert (juniper.songs, juniper.empty, juniper.duplicates) == (3, 1, 1)
+    for row in rows:
+        for junk in ("Contributors", "Translations", "Embed", "You might also like", "tickets", "[", " Lyrics"):
+            assert junk not in row["lyrics"], (junk, row["lyrics"])
+        assert "Contributors" in row["lyrics_raw"] and "Embed" in row["lyrics_raw"]
+        assert row["n_chars"] == len(row["lyrics"]) > 0
+        assert row["url"].startswith("https://genius.com/") and row["song_id"] > 0
+    lanterns = next(r for r in rows if r["title"] == "Lanterns")
+    assert lanterns["lyrics"] == "Lanterns on the water\ncarry us home\n\nOh the light, oh the light"
+    assert (lanterns["artist_id"], lanterns["album"], lanterns["release_date"]) == (101, "Fake Album", "2011-03-04")
+    quiet = next(r for r in rows if r["title"] == "Quiet Fields")
+    assert quiet["album"] is None and quiet["release_date"] is None
+
+    card = (out / "README.md").read_text()
+    assert "| Juniper Vale | Juniper Vale | 3 |" in card and "| DJ Kilowatt | DJ Kilowatt | 2 |" in card
+    parquet = pd.read_parquet(out / "parquet" / "train.parquet")
+    assert sorted(parquet["song_id"]) == sorted(r["song_id"] for r in rows)
+
+
+@pytest.mark.slow
+def test_resume_skips_done_artists_and_retries_failed(fake, tmp_path):
+    out = tmp_path / "ds"
+    fake.inject(path="/api/artists/102", status=500, times=None)  # DJ Kilowatt is down for this run
+    first = scrape(["Juniper Vale", "DJ Kilowatt"], 20, out, retries=1, **FAST)
+    assert [r.status for r in first.results] == ["done", "failed"] and first.exit_code == EXIT_ARTISTS_FAILED
+    assert "HTTP 500" in first.failed[0].error
+    assert {r["artist"] for r in _rows(out)} == {"Juniper Vale"}  # the finished artist is saved
+
+    fake.clear()
+    second = scrape(["Juniper Vale", "DJ Kilowatt"], 20, out, **FAST)
+    assert [r.status for r in second.results] == ["cached", "done"] and second.exit_code == 0
+    assert fake.request_count("/api/artists/101") == 0 and fake.request_count("/api/artists/102") > 0
+    assert {r["artist"] for r in _rows(out)} == {"Juniper Vale", "DJ Kilowatt"}
+
+    fake.clear()
+    fewer = scrape(["Juniper Vale"], 2, out, **FAST)  # a smaller --max-songs reuses the record
+    assert fake.request_count() == 0 and fewer.results[0].status == "cached"
+    assert [r["title"] for r in _rows(out)] == ["Lanterns", "Paper Boats"]
+
+    refreshed = scrape(["Juniper Vale"], 2, out, refresh=True, **FAST)
+    assert refreshed.results[0].status == "done" and fake.request_count("/api/artists/101") > 0
+
+
+@pytest.mark.slow
+def test_cli_failure_report_exit_code_and_pinned_id(fake, tmp_path, capsys):
+    from lyricdist.cli import main
+
+    fake.misdirect("Queen", to="Queen Latifah")
+    fake.inject(path="/api/artists/102", status=503, times=None)
+    out = tmp_path / "ds"
+    code = main(["scrape", "Queen", "DJ Kilowatt", "Juniper Vale", "--max-songs", "3", "--out", str(out),
+                 "--retries", "0", "--rate-limit", "500", "--no-progress"])
+    captured = capsys.readouterr()
+    assert code == EXIT_ARTISTS_FAILED
+    assert "found 'Queen Latifah'" in captured.out and "HTTP 503" in captured.out
+    assert "2 of 3 artists failed" in captured.err
+    assert {r["artist"] for r in _rows(out)} == {"Juniper Vale"}
+
+    pinned = tmp_path / "artists.yaml"
+    pinned.write_text("- {name: Queen, id: 103}\n")
+    code = main(["scrape", "--artists-file", str(pinned), "--max-songs", "3", "--out", str(out),
+                 "--rate-limit", "500", "--no-progress"])
+    assert code == 0, capsys.readouterr()
+    assert [r["title"] for r in _rows(out)] == ["Crown Song"]
+
+
+@pytest.mark.slow
+def test_token_never_written_or_logged(fake, tmp_path, capfd, caplog, local_ray, monkeypatch):
+    from lyricdist.cli import main
+
+    out = tmp_path / "ds"
+    assert main(["scrape", "Juniper Vale", "--max-songs", "2", "--out", str(out), "--rate-limit", "500",
+                 "--parquet"]) == 0
+    wrong = FAKE_TOKEN[::-1]  # rejected with 401: the error is reported without the token in it
+    monkeypatch.setenv("GENIUS_ACCESS_TOKEN", wrong)
+    assert main(["scrape", "DJ Kilowatt", "--max-songs", "2", "--out", str(out), "--rate-limit", "500",
+                 "--retries", "0"]) == EXIT_ARTISTS_FAILED
+    captured = capfd.readouterr()
+    assert "HTTP 401" in captured.out
+
+    session_logs = Path(local_ray._private.worker._global_node.get_session_dir_path()) / "logs"
+    files = [p for p in out.rglob("*") if p.is_file()] + [p for p in session_logs.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".parquet" for p in files) and any(p.suffix == ".arrow" for p in files)
+    for secret in (FAKE_TOKEN, wrong):
+        assert secret not in captured.out + captured.err + caplog.text
+        for path in files:
+            assert secret.encode() not in path.read_bytes(), path
+
+
+@pytest.mark.slow
+def test_artist_names_never_leave_the_output_dir(fake, tmp_path):
+    out = tmp_path / "nested" / "ds"
+    report = scrape(["AC/DC", "../x"], 5, out, **FAST)
+    assert report.exit_code == 0
+    assert [p.name for p in tmp_path.iterdir()] == ["nested"] and [p.name for p in out.parent.iterdir()] == ["ds"]
+    raw = sorted(p.name for p in (out / "raw").iterdir())
+    assert len(raw) == 2 and all(p.parent == out / "raw" for p in (out / "raw").iterdir())
+    assert {r["artist"] for r in _rows(out)} == {"AC/DC", "../x"}
+
+
+@pytest.mark.slow
+def test_rate_limit_is_shared_by_all_tasks(fake, tmp_path):
+    rate = 10.0
+    report = scrape(["Juniper Vale", "DJ Kilowatt", "Queen"], 20, tmp_path / "ds",
+                    **{**FAST, "rate_limit": rate, "workers": 3})
+    times = fake.request_times()
+    assert report.exit_code == 0 and len(times) >= 25
+    # three artists at once still share one budget: no 1-second window holds much more than `rate` requests
+    # (the slack covers requests sent a little after their booked slot)
+    busiest = max(sum(1 for u in times if t <= u < t + 1.0) for t in times)
+    assert busiest <= rate * 1.5 + 2, busiest
+
+
+@pytest.mark.slow
+def test_prepare_reads_the_scraped_dataset(fake, tmp_path):
+    out = tmp_path / "ds"
+    assert scrape(["Juniper Vale", "DJ Kilowatt"], 20, out, **FAST).exit_code == 0
+    corpus = tmp_path / "corpus"
+    run_cli("prepare", str(out), "--out", str(corpus), "--artist", "[juniper vale]")
+    meta = json.loads((corpus / "meta.json").read_text())
+    assert meta["artists"] == ["Juniper Vale"]
+    assert (corpus / "train.bin").stat().st_size > 0
