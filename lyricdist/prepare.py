@@ -103,7 +103,14 @@ def prepare(
                     skipped_empty += 1
                     continue
                 songs.append(Song(text=text, artist=song.artist or src.name, title=song.title, meta=song.meta))
-            source_stats.append({"source": src.name, "songs": len(songs) - n_before})
+            entry = {"source": src.name, "songs": len(songs) - n_before}
+            if hasattr(src, "stats"):  # e.g. giitaayan: files parsed, skipped by reason, characters, vocabulary
+                entry["stats"] = src.stats()
+                if not quiet:
+                    shown = {k: v for k, v in entry["stats"].items() if k != "skipped_files"}
+                    described = (f"{k} {json.dumps(v, ensure_ascii=False)}" for k, v in shown.items())
+                    print(f"{src.name}: " + ", ".join(described))
+            source_stats.append(entry)
         else:
             doc = _TextDoc(src, src.artist)
             for chunk in src.chunks():

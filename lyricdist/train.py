@@ -293,7 +293,14 @@ class Trainer:
         t, acc = self.cfg.train, self.acc
         save_every = t.save_every or t.eval_every
         chars_per_step = t.batch_size * t.seq_len
-        bar = tqdm(total=t.max_steps, initial=self.step, disable=not acc.is_main_process, unit="step", dynamic_ncols=True)
+        bar = tqdm(
+            total=t.max_steps,
+            initial=self.step,
+            disable=not acc.is_main_process,
+            unit="step",
+            dynamic_ncols=True,
+            mininterval=0.5 if sys.stderr.isatty() else 30,  # keep batch-job logs short
+        )
         window_loss = torch.zeros((), device=acc.device)
         window_steps, window_start = 0, time.perf_counter()
         last_metrics: dict = {}

@@ -49,14 +49,18 @@ class _Entry:
     name: str
     detect: Callable[[str], bool]
     factory: Callable[..., object]
+    fallback: bool
 
 
 _REGISTRY: list[_Entry] = []
 
 
-def register_source(name: str, detect: Callable[[str], bool], factory: Callable[..., object]) -> None:
-    """Register a source kind. Later registrations are tried first, so specific kinds beat plain text."""
-    _REGISTRY.insert(0, _Entry(name, detect, factory))
+def register_source(
+    name: str, detect: Callable[[str], bool], factory: Callable[..., object], fallback: bool = False
+) -> None:
+    """Register a source kind. Fallback kinds (plain text) are tried only after every specific kind."""
+    _REGISTRY.append(_Entry(name, detect, factory, fallback))
+    _REGISTRY.sort(key=lambda e: e.fallback)
 
 
 def source_kinds() -> list[str]:
@@ -89,7 +93,7 @@ def _load_builtin_sources() -> None:
     if _LOADED:
         return
     _LOADED = True
-    from . import text, demo  # noqa: F401  (registration side effect, plain text first = tried last)
+    from . import demo, text  # noqa: F401  (registration side effect)
     import importlib
 
     for optional in ("genius", "giitaayan"):

@@ -51,4 +51,4 @@ def _is_text_file(spec: str) -> bool:
     return Path(spec).is_file()
 
 
-register_source("text", _is_text_file, TextFileSource)
+register_source("text", _is_text_file, TextFileSource, fallback=True)

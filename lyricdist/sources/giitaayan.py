@@ -1,0 +1,380 @@
+"""giitaayan ITRANS Song Book (`.isb.txt`) files -> cleaned Hindi film lyrics (char-rnn's Bollywood corpus).
+
+Input: one `.isb.txt` file, a directory holding them (searched recursively), or a .tar/.tar.gz/.tgz/.zip archive
+holding them (read member by member, never extracted to disk). Files are read in natural name order, so a
+directory and its archive give the same corpus.
+
+Format. A file holds one or more `\\startsong ... \\endsong` blocks (a file without `\\startsong` is read as one
+block). Metadata lines `\\stitle{..}% \\film{..}% \\year{..}% \\starring{..}% \\singer{..}% \\music{..}% \\lyrics{..}%`
+go to `Song.meta` (and `to_dataset` columns; ISB's `lyrics` is the lyricist). The lyrics are the lines between
+`#indian` and `#endindian`; everything else (the `% Contributor:` / `% Transliterator:` header, `\\printtitle`)
+is layout. A file whose lyrics cannot be found is skipped and counted by reason (see `SKIP_REASONS`):
+`no #indian block`, `#indian without #endindian`, or `no lyrics left after cleaning`.
+
+Cleaning (all scripts), in order, per line:
+  - `%` starts a TeX comment to the end of the line: comment lines, `%(gloss)` / `%[word = meaning]` glosses and
+    trailing editor notes all go.
+  - Contributor/transliterator/credits/editor header lines and e-mail addresses go.
+  - `\\threedots` (and its misspellings, `\\dots`, a bare `threedots`) means "and the refrain goes on": the
+    marker goes and the line is kept once. Expanding it would mean guessing which lines follow, and a char-rnn
+    learns refrains from the many songs that write them out.
+  - `\\-` between letters is a hyphen (`zauq\\-e\\-nazar` -> `zauq-e-nazar`); elsewhere, with its count
+    (`\\-2`, `\\- (3)`, `\\3`), it is a repeat mark: the mark goes, the line is kept once (same reason).
+  - Singer labels go: `la \\:`, `ko \\;`, `kishor :`, `#Rafi:#`, `##male## \\:`, `(aa: ...` -- a short name and a
+    colon at the start of a line, after `(` or after a comma; `\\:` is always a label.
+  - `##...##` escapes are English words sung in the song ("##dream-girl##"): kept as English (lowercased in
+    roman, kept in Latin letters in devanagari, left inside `##` in itrans). An escape that is only a stage
+    direction (`##(chorus)##`, `##Part 2##`, `##male voice##`) goes, as do `<hic>`-style notes.
+  - Numbers, parentheses/brackets/braces, quotes and periods go (ITRANS dot markers such as `.n` are not
+    periods); hyphens and apostrophes survive only inside words. Runs of blank lines become one stanza break.
+
+Output scripts (`script=`):
+  - `roman` (default): casual Roman Hindi, lowercase, alphabet a-z plus space, newline and , ! ? ' -
+    ITRANS is resolved as follows (long vowels stay doubled, as fans type them):
+
+        ITRANS               roman   example
+        .n .N ~N ~n N        n       zi.ndagii -> zindagii, aa.Nkho.n -> aankhon, ma~Nzil -> manzil
+        .D .Dh D Dh T Th     d dh d dh t th   pa.Dhe -> padhe, TuuTe -> tuute
+        A I U                aa ii uu         kyA -> kyaa, kI -> kii, tU -> tuu
+        K G                  kh gh            Kushii -> khushii, Gam -> gham
+        Sh shh               sh               doSh -> dosh
+        R^i RRi              ri               R^itu -> ritu
+        GY j~n               gy               GYaan -> gyaan
+        H M                  h m              duHkh -> duhkh
+        _ (hiatus) .h        dropped          aa_e -> aae, maataram.h -> maataram
+        other capitals       lowercase
+
+  - `itrans`: the cleaned text left in ITRANS (case matters, so prepare does not lowercase it).
+  - `devanagari`: indic_transliteration's ITRANS -> Devanagari, minus the virama it puts on every word ending in
+    a consonant (ITRANS Hindi drops the inherent final "a": `dil` -> दिल्, which Hindi writes दिल).
+
+Artist: every song gets the artist "giitaayan". The original char-rnn trained on one merged text, and one artist
+keeps prepare's split a plain random 10% of songs: the music directors are 625 spellings for ~9.9k songs
+("Laxmikant-Pyarelal" / "Laxmikant Pyarelal"), 279 with one song (those could never reach validation) and 510
+blank. The music director, singers and lyricist stay in `Song.meta` / the dataset columns for conditioned models.
+"""
+
+from __future__ import annotations
+
+import re
+import tarfile
+import zipfile
+from collections import Counter
+from pathlib import Path
+from typing import Iterator
+
+from ..errors import LyricdistError
+from . import Song, register_source
+
+SCRIPTS = ("roman", "itrans", "devanagari")
+META_KEYS = ("stitle", "film", "year", "starring", "singer", "music", "lyrics")
+META_ALIASES = {"title": "stitle", "movie": "film", "album": "film", "singers": "singer"}
+ARTIST = "giitaayan"
+ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".zip")
+ISB_SUFFIX = ".isb.txt"
+SKIP_REASONS = ("no #indian block", "#indian without #endindian", "no lyrics left after cleaning")
+
+_META = re.compile(r"\\([A-Za-z]+)\s*\{([^{}]*)\}")
+_COMMENT = re.compile(r"(?<!\\)%.*")
+_HEADER = re.compile(r"(?i)^\s*(contributor|transliterat\w*|credits?|editor|comments?|date)\s*:")
+_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(\.[\w-]+)+|https?://\S+")
+_NOTE = re.compile(r"<[^<>]*>|\[[^\[\]]*\]")
+_THREEDOTS = re.compile(r"\\(?:threedots|thredots|threeedots|thereedots|theedots|three\s*dots|dots)\b|\bthreedots\b")
+_LAYOUT = re.compile(r"\\(?:printtitle|printitle|bigskip|newpage|hrule|indent|noindent|rm|it|bf|hbox|centerline)\b")
+_WORD = r"[A-Za-z][\w.~'^]*+"
+_NAME = rf"#*\s*{_WORD}(?:(?:\s*[+&,/]\s*|\s+(?:and\s+|aur\s+)?)(?:{_WORD}|\d+)){{0,3}}\s*#*"
+_LABEL_MARK = re.compile(rf"(?:{_NAME})?\s*\\[:;]")
+_LABEL_START = re.compile(rf"^(\s*[({{\[]?\s*)#*\s*(?:-+\s*)?{_NAME}\s*(?:-+\s*)?:\s*(?:-+\s*)?#*(?=\s|$)")
+_LABEL_AFTER = re.compile(rf"([(,]\s*){_WORD}\s*:(?=\s)")
+_REPEAT = re.compile(r"(?:\\-|/-|\\)\s*\(?\s*\d+\s*\)?|\\-(?![A-Za-z])")
+_ESCAPE = re.compile(r"##(.*?)##")
+_DIRECTION_WORDS = frozenset(
+    "male female voice voices chorus both all together laugh laughs laughing laughter music part version slow fast "
+    "repeat interlude prelude pause solo duet first second humming hums whistle whistling singer singers and the "
+    "of song dialogue alaap koras".split()
+)
+_PERIOD = re.compile(r"(?<![A-Za-z])\.|\.(?![nNDmMh])")
+_PUNCT_ITRANS = re.compile(r"[0-9:;|*=+<>&\"`(){}\[\]/\\#@$]")
+_ROMAN_PAIRS = (
+    ("R^i", "ri"), ("R^I", "rii"), ("RRi", "ri"), ("RRI", "rii"), ("~N", "n"), ("~n", "n"), ("j~n", "gy"),
+    ("GY", "gy"), ("Sh", "sh"), ("shh", "sh"), ("A", "aa"), ("I", "ii"), ("U", "uu"), ("K", "kh"), ("G", "gh"),
+    ("_", ""), ("^", ""), ("~", ""),
+)
+_ROMAN_DROP = re.compile(r"[^a-z ,!?'\-]")
+_TEXT_FIXES = str.maketrans({"\t": " ", "\v": " ", "\f": " ", "\u00a0": " ", "\ufeff": None, "\u2013": "-",
+                             "\u2014": "-", "\u2019": "'", "\u2018": "'", "\u2026": "...", "\ufffd": None})
+
+
+class _Skip(Exception):
+    """A file that holds no usable song; the message is its reason (one of SKIP_REASONS)."""
+
+
+def decode(data: bytes) -> tuple[str, bool]:
+    """UTF-8, else Windows-1252 (a handful of archive files); returns (text, was_cp1252)."""
+    try:
+        return data.decode("utf-8"), False
+    except UnicodeDecodeError:
+        return data.decode("cp1252", errors="replace"), True
+
+
+def parse_isb(text: str) -> list[tuple[dict, str]]:
+    """Split ISB text into songs: [(metadata, raw ITRANS lyrics between #indian and #endindian)].
+
+    Raises _Skip when a block has no `#indian`, or an `#indian` without `#endindian`."""
+    blocks = re.findall(r"\\startsong\b(.*?)(?:\\endsong\b|\Z)", text, re.S) or [text]
+    songs = []
+    for block in blocks:
+        meta = {k: "" for k in META_KEYS}
+        for key, value in _META.findall(block):
+            key = META_ALIASES.get(key.lower(), key.lower())
+            if key in meta and not meta[key]:
+                meta[key] = " ".join(value.split())
+        lines = block.splitlines()
+        marks = [_COMMENT.sub("", line).strip() for line in lines]
+        starts = [i for i, mark in enumerate(marks) if mark == "#indian"]
+        if not starts:
+            raise _Skip(SKIP_REASONS[0])
+        ends = [i for i, mark in enumerate(marks) if mark == "#endindian" and i > starts[0]]
+        if not ends:
+            raise _Skip(SKIP_REASONS[1])
+        songs.append((meta, "\n".join(lines[starts[0] + 1 : ends[0]])))
+    return songs
+
+
+def _names_a_part(text: str) -> bool:
+    """Only words such as `female`, `chorus`, `part 2`: a stage direction, not lyrics."""
+    words = re.findall(r"[a-z]+|\d+", text.lower())
+    return bool(words) and all(w in _DIRECTION_WORDS or w.isdigit() for w in words)
+
+
+def _is_direction(escape: str) -> bool:
+    inner = escape.strip()
+    return not re.search(r"[A-Za-z]", inner) or (inner.startswith("(") and inner.endswith(")")) or _names_a_part(inner)
+
+
+def _clean_common(line: str) -> list[tuple[bool, str]]:
+    """Script-independent cleaning of one ITRANS line -> [(is_english, text)] segments."""
+    line = _COMMENT.sub("", line.translate(_TEXT_FIXES))
+    if _HEADER.match(line):
+        return []
+    line = _EMAIL.sub(" ", line)
+    line = _NOTE.sub(" ", line)
+    line = _THREEDOTS.sub(" ", line)
+    line = _LAYOUT.sub(" ", line)
+    if "\\:" in line or "\\;" in line:
+        line = _LABEL_MARK.sub(" ", line)
+    line = _LABEL_START.sub(r"\1", line)
+    line = _LABEL_AFTER.sub(r"\1", line)
+    line = _REPEAT.sub(" ", line)
+    line = re.sub(r"\\-", "-", line)  # the hyphen between letters (repeat marks are gone)
+    line = re.sub(r"\\([.'?!,&_])", r"\1", line)  # escaped literal characters
+    line = re.sub(r"\\+", " ", line)  # typos such as `jaan\-e-\man`: keep the word, drop the backslash
+    if _names_a_part(line):
+        return []  # a line that only names a part or a voice: `Female Singer 1`, `##Part 2##`, `(chorus)`
+    segments = []
+    for i, piece in enumerate(_ESCAPE.split(line)):
+        english = i % 2 == 1
+        if english and _is_direction(piece):
+            continue
+        piece = _PERIOD.sub(" ", piece) if not english else piece.replace(".", " ")
+        if english:
+            piece = re.sub(r"[^A-Za-z ,!?'\-]", " ", piece)
+        else:
+            piece = _PUNCT_ITRANS.sub(" ", piece)
+            piece = re.sub(r"(?<=[\s,])~+|~+(?=[\s,]|$)", " ", piece)  # `ho~`: a drawn-out vowel, not ~N/~n
+        piece = re.sub(r"(?<![A-Za-z])['\-]+|['\-]+(?![A-Za-z])", " ", piece)
+        if piece.strip():
+            segments.append((english, " ".join(piece.split())))
+    return segments
+
+
+def itrans_to_roman(text: str) -> str:
+    """Resolve ITRANS markers into casual Roman Hindi (table in the module docstring)."""
+    text = re.sub(r"(?<=[A-Za-z])\.h\b", "", text)
+    text = re.sub(r"(?<=[A-Za-z])\.(?=[nNDmM])", "", text)
+    for itrans, roman in _ROMAN_PAIRS:
+        text = text.replace(itrans, roman)
+    return text.lower()
+
+
+def itrans_to_devanagari(text: str) -> str:
+    from indic_transliteration import sanscript
+
+    explicit_halant = "\ue000"  # ITRANS `.h` asks for the virama: keep it through the word-final clean-up
+    out = sanscript.transliterate(text.replace(".h", explicit_halant), sanscript.ITRANS, sanscript.DEVANAGARI)
+    out = re.sub("\u094d(?![\u0900-\u097f\u200c\u200d])", "", out)
+    out = re.sub("[\u0964\u0965^]", " ", out)  # dandas from stray ITRANS periods, a `^` it did not use
+    return " ".join(out.replace(explicit_halant, "\u094d").split())
+
+
+def _render(segments: list[tuple[bool, str]], script: str) -> str:
+    parts = []
+    for english, text in segments:
+        if script == "roman":
+            text = text.lower() if english else itrans_to_roman(text)
+            text = _ROMAN_DROP.sub(" ", text)
+            text = re.sub(r"(?<![a-z])['\-]+|['\-]+(?![a-z])", " ", text)
+        elif script == "itrans":
+            text = f"##{text}##" if english else text
+        elif not english:
+            text = itrans_to_devanagari(text)
+        parts.append(text)
+    line = " ".join(" ".join(parts).split())
+    line = re.sub(r"\s+([,!?])", r"\1", line)
+    line = re.sub(r"([,!?])[,!?]+", r"\1", line)
+    line = re.sub(r"^[,!?\s]+", "", line)
+    return line if re.search(r"\w", line) else ""
+
+
+def clean_lyrics(raw: str, script: str = "roman") -> str:
+    """Cleaned lyrics in SCRIPT: one line per sung line, one blank line between stanzas ('' if nothing is left)."""
+    if script not in SCRIPTS:
+        raise LyricdistError(f"unknown giitaayan script {script!r}; choose one of {', '.join(SCRIPTS)}")
+    out: list[str] = []
+    for raw_line in raw.splitlines():
+        stripped = raw_line.strip()
+        if stripped.startswith("%"):
+            continue  # a comment line is not a stanza break
+        line = _render(_clean_common(raw_line), script)
+        if line:
+            out.append(line)
+        elif not stripped and out and out[-1]:
+            out.append("")
+    while out and not out[-1]:
+        out.pop()
+    return "\n".join(out) + "\n" if out else ""
+
+
+def _natural_key(name: str) -> list:
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
+def _is_archive(path: Path) -> bool:
+    return path.name.lower().endswith(ARCHIVE_SUFFIXES)
+
+
+def iter_isb_files(path: str | Path) -> Iterator[tuple[str, bytes]]:
+    """(name, bytes) of every `.isb.txt` in a file, directory or archive, in natural name order."""
+    path = Path(path)
+    if path.is_dir():
+        for p in sorted(path.rglob(f"*{ISB_SUFFIX}"), key=lambda p: _natural_key(str(p.relative_to(path)))):
+            yield str(p.relative_to(path)), p.read_bytes()
+    elif path.name.lower().endswith(".zip"):
+        with zipfile.ZipFile(path) as zf:
+            names = sorted((n for n in zf.namelist() if n.endswith(ISB_SUFFIX)), key=_natural_key)
+            for name in names:
+                yield name, zf.read(name)
+    elif _is_archive(path):
+        with tarfile.open(path, "r:*") as tf:  # read in archive order: seeking back in a .gz re-inflates it
+            files = {m.name: tf.extractfile(m).read() for m in tf if m.isfile() and m.name.endswith(ISB_SUFFIX)}
+        for name in sorted(files, key=_natural_key):
+            yield name, files[name]
+    else:
+        yield path.name, path.read_bytes()
+
+
+def is_giitaayan(spec: str) -> bool:
+    """A `.isb.txt` file, or a directory / tar / zip archive that holds one."""
+    path = Path(spec)
+    try:
+        if path.is_dir():
+            return next(path.rglob(f"*{ISB_SUFFIX}"), None) is not None
+        if not path.is_file():
+            return False
+        if path.name.endswith(ISB_SUFFIX):
+            return True
+        if path.name.lower().endswith(".zip"):
+            with zipfile.ZipFile(path) as zf:
+                return any(n.endswith(ISB_SUFFIX) for n in zf.namelist())
+        if _is_archive(path):
+            with tarfile.open(path, "r:*") as tf:
+                return any(m.name.endswith(ISB_SUFFIX) for m in tf)
+    except (OSError, tarfile.TarError, zipfile.BadZipFile):
+        return False
+    return False
+
+
+class GiitaayanSource:
+    """Songs of a giitaayan ISB file, directory or archive, in `script` (roman, itrans or devanagari)."""
+
+    kind = "songs"
+
+    def __init__(self, path: str, script: str | None = "roman", **_: object):
+        script = script or "roman"
+        if script not in SCRIPTS:
+            raise LyricdistError(f"--script {script!r} is not one of {', '.join(SCRIPTS)}")
+        self.path = Path(path)
+        if not self.path.exists():
+            raise LyricdistError(f"giitaayan source {str(self.path)!r} does not exist")
+        self.script = script
+        self.name = f"giitaayan:{self.path}"
+        self.default_lowercase = script == "roman"  # itrans case is meaningful; devanagari has none
+        self._stats: dict | None = None
+
+    def songs(self) -> Iterator[Song]:
+        files = 0
+        cp1252: list[str] = []
+        skipped: Counter = Counter()
+        skipped_files: dict[str, list[str]] = {}
+        n_chars = 0
+        vocabulary: set[str] = set()
+        n_songs = 0
+        try:
+            for name, data in iter_isb_files(self.path):
+                files += 1
+                text, was_cp1252 = decode(data)
+                if was_cp1252:
+                    cp1252.append(name)
+                try:
+                    parsed = parse_isb(text)
+                except _Skip as why:
+                    skipped[str(why)] += 1
+                    skipped_files.setdefault(str(why), []).append(name)
+                    continue
+                for meta, raw in parsed:
+                    lyrics = clean_lyrics(raw, self.script)
+                    if not lyrics:
+                        skipped[SKIP_REASONS[2]] += 1
+                        skipped_files.setdefault(SKIP_REASONS[2], []).append(name)
+                        continue
+                    n_songs += 1
+                    n_chars += len(lyrics)
+                    vocabulary.update(lyrics)
+                    title = clean_lyrics(meta["stitle"], self.script).strip() or meta["stitle"]
+                    yield Song(text=lyrics, artist=ARTIST, title=title, meta={"file": name, **meta})
+        except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as e:
+            raise LyricdistError(f"cannot read giitaayan archive {self.path}: {e}; check the download") from None
+        if files == 0:
+            raise LyricdistError(f"{self.path} holds no {ISB_SUFFIX} files; give giitaayan ISB files or an archive")
+        self._stats = {
+            "script": self.script,
+            "files": files,
+            "songs_parsed": n_songs,
+            "skipped": dict(sorted(skipped.items())),
+            "skipped_files": {k: v[:20] for k, v in sorted(skipped_files.items())},
+            "decoded_cp1252": cp1252,
+            "chars": n_chars,
+            "vocab_size": len(vocabulary),
+            "vocabulary": "".join(sorted(vocabulary)),
+        }
+
+    def stats(self) -> dict:
+        """Parse counts, skips by reason, characters and vocabulary of the last `songs()` pass."""
+        if self._stats is None:
+            for _ in self.songs():
+                pass
+        return self._stats
+
+
+def to_dataset(path: str | Path, script: str = "roman"):
+    """The songs as a `datasets.Dataset`: text, title, file and the ISB metadata columns."""
+    import datasets
+
+    rows = list(GiitaayanSource(str(path), script=script).songs())
+    columns = {"text": [s.text for s in rows], "title": [s.title for s in rows], "file": [s.meta["file"] for s in rows]}
+    for key in META_KEYS:
+        columns[key] = [s.meta[key] for s in rows]
+    return datasets.Dataset.from_dict(columns)
+
+
+register_source("giitaayan", is_giitaayan, GiitaayanSource)
