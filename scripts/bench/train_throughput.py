@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1].parent
+REPO = Path(__file__).resolve().parents[2]
 PRESETS = {"lstm-4x256": REPO / "configs" / "lstm-4x256.yaml", "base-1x128": REPO / "configs" / "base-1x128.yaml"}
 
 
@@ -72,7 +72,8 @@ def run_lyricdist(config: Path, corpus: str, device: str, dtype: str, batch: int
         trainer = Trainer(_config(config, corpus, out, device, dtype, batch))
         seconds = _timed(trainer.train_step, steps, warmup, device)
         t = trainer.cfg.train
-        return {"seconds": seconds, "chars_per_step": t.batch_size * t.seq_len}
+        return {"seconds": seconds, "chars_per_step": t.batch_size * t.seq_len,
+                "steps_per_epoch": trainer.batches.chunks_per_epoch}
 
 
 def run_plain(config: Path, corpus: str, device: str, dtype: str, batch: int | None, steps: int, warmup: int):
@@ -107,7 +108,8 @@ def run_plain(config: Path, corpus: str, device: str, dtype: str, batch: int | N
         torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
         opt.step()
 
-    return {"seconds": _timed(step, steps, warmup, device), "chars_per_step": t.batch_size * t.seq_len}
+    return {"seconds": _timed(step, steps, warmup, device), "chars_per_step": t.batch_size * t.seq_len,
+            "steps_per_epoch": len(tokens) // (t.batch_size * t.seq_len)}
 
 
 def worker(args) -> None:
@@ -118,15 +120,21 @@ def worker(args) -> None:
         torch.cuda.reset_peak_memory_stats()
     run = run_lyricdist if args.impl == "lyricdist" else run_plain
     r = run(Path(args.config), args.corpus, args.device, args.dtype, args.batch, args.steps, args.warmup)
-    r.update(chars_per_s=args.steps * r["chars_per_step"] / r["seconds"], peak_mb=_peak_mb(args.device))
+    r.update(
+        chars_per_s=args.steps * r["chars_per_step"] / r["seconds"],
+        epoch_s=r["seconds"] / args.steps * r["steps_per_epoch"],
+        peak_mb=_peak_mb(args.device),
+    )
     print("RESULT " + json.dumps(r))
 
 
-def measure(args, impl: str, config: Path, dtype: str) -> dict:
-    cmd = [sys.executable, __file__, "--worker", "--impl", impl, "--config", str(config), "--device", args.device,
-           "--dtype", dtype, "--steps", str(args.steps), "--warmup", str(args.warmup), "--corpus", args.corpus,
-           "--threads", str(args.threads)] + (["--batch", str(args.batch)] if args.batch else [])
-    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": str(args.threads)}
+def measure(impl: str, config: Path, corpus: str, device: str, dtype: str, batch: int | None, steps: int,
+            warmup: int, threads: int) -> dict:
+    """One measurement in a fresh subprocess (so peak memory is its own)."""
+    cmd = [sys.executable, __file__, "--worker", "--impl", impl, "--config", str(config), "--device", device,
+           "--dtype", dtype, "--steps", str(steps), "--warmup", str(warmup), "--corpus", corpus,
+           "--threads", str(threads)] + (["--batch", str(batch)] if batch else [])
+    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": str(threads)}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     if proc.returncode or not lines:
@@ -168,8 +176,8 @@ def main() -> None:
           f"{'peak MB (ld)':>12} {'peak MB (plain)':>15}")
     for name in args.presets:
         for dtype in dtypes:
-            ld = measure(args, "lyricdist", PRESETS[name], dtype)
-            pl = measure(args, "plain", PRESETS[name], dtype)
+            common = (PRESETS[name], args.corpus, args.device, dtype, args.batch, args.steps, args.warmup, args.threads)
+            ld, pl = measure("lyricdist", *common), measure("plain", *common)
             print(f"{name:11} {dtype:5} | {ld['chars_per_s']:17,.0f} {pl['chars_per_s']:13,.0f} "
                   f"{ld['chars_per_s'] / pl['chars_per_s']:5.2f}x | {ld['peak_mb']:12,.0f} {pl['peak_mb']:15,.0f}")
     if tmp:
