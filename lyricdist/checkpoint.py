@@ -12,7 +12,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .errors import LyricdistError
-from .fileio import atomic_dir, atomic_write_json, recover_dir
+from .fileio import atomic_dir, atomic_write_json, readable_dir
 from .model import CharRNN, ModelConfig
 from .vocab import Vocab
 
@@ -47,11 +47,10 @@ def resolve_checkpoint_dir(path: str | Path) -> Path:
     path = Path(path)
     if path.is_dir() and not (path / "config.json").exists():
         for name in ("best", "last"):
-            recover_dir(path / "checkpoints" / name)
-            cand = path / "checkpoints" / name
+            cand = readable_dir(path / "checkpoints" / name)
             if (cand / "config.json").exists():
                 return cand
-    recover_dir(path)
+    path = readable_dir(path)
     if not path.exists():
         raise LyricdistError(f"checkpoint {str(path)!r} not found; give OUT_DIR/checkpoints/best (or last)")
     return path
@@ -69,7 +68,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
             raise ValueError("not a lyricdist checkpoint")
         known = {f.name for f in fields(ModelConfig)}
         model_cfg = ModelConfig(**{k: v for k, v in config["model"].items() if k in known})
-    except (ValueError, KeyError, TypeError) as e:
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise LyricdistError(f"checkpoint {path}/config.json is corrupted ({e})") from None
     vocab = Vocab.load(path / "vocab.json")
     if len(vocab) != config.get("vocab_size"):

@@ -137,6 +137,10 @@ class RunConfig:
                 raise LyricdistError(f"train.{name} must be >= 0, got {getattr(t, name)}")
         if not 0 < t.lr_decay <= 1:
             raise LyricdistError(f"train.lr_decay must be in (0, 1], got {t.lr_decay}")
+        if not 0 <= t.min_lr_ratio <= 1:
+            raise LyricdistError(f"train.min_lr_ratio must be in [0, 1], got {t.min_lr_ratio}")
+        if self.samples.enabled and not self.samples.temperatures:
+            raise LyricdistError("samples.temperatures is empty; give at least one, e.g. [0.5, 1.0]")
         if any(temp <= 0 for temp in self.samples.temperatures):
             raise LyricdistError(f"samples.temperatures must be positive, got {self.samples.temperatures}")
         if self.samples.length <= 0:

@@ -141,18 +141,22 @@ class EvalStreams:
         world_size: int = 1,
     ):
         n_targets = max(len(tokens) - 1, 0)
-        num_streams = max(world_size, min(num_streams, n_targets // max(seq_len, 1)))
-        num_streams -= num_streams % world_size
+        # The layout never depends on world_size (so neither does the loss); empty streams pad it to a multiple.
+        num_streams = max(1, min(num_streams, n_targets // max(seq_len, 1)))
         bounds = np.linspace(0, n_targets, num_streams + 1).round().astype(np.int64)
+        lo, hi = bounds[:-1], bounds[1:]
+        padded = -(-num_streams // world_size) * world_size
+        lo = np.concatenate([lo, np.full(padded - num_streams, n_targets, dtype=np.int64)])
+        hi = np.concatenate([hi, np.full(padded - num_streams, n_targets, dtype=np.int64)])
         self.tokens = tokens
         self.starts = np.asarray(doc_starts, dtype=np.int64)
         self.artists = np.asarray(doc_artists, dtype=np.int64)
         self.seq_len = seq_len
-        per_rank = num_streams // world_size
+        per_rank = padded // world_size
         mine = slice(rank * per_rank, (rank + 1) * per_rank)
-        self.lo = bounds[:-1][mine]
-        self.hi = bounds[1:][mine]
-        longest = int((bounds[1:] - bounds[:-1]).max()) if num_streams else 0
+        self.lo = lo[mine]
+        self.hi = hi[mine]
+        longest = int((hi - lo).max()) if n_targets else 0
         self.num_chunks = -(-longest // seq_len) if n_targets else 0
         self.n_targets = n_targets
 

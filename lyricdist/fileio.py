@@ -85,6 +85,19 @@ def recover_dir(final: str | os.PathLike) -> None:
         shutil.rmtree(stale, ignore_errors=True)
 
 
+def readable_dir(final: str | os.PathLike) -> Path:
+    """Where to read `final` from, without changing anything (a writer may be mid-swap right now).
+
+    Between `replace_dir`'s two renames `final` is briefly absent; its previous version is then the newest
+    `.NAME.old-*` beside it, which is complete.
+    """
+    final = Path(final)
+    if final.exists() or not final.parent.is_dir():
+        return final
+    olds = sorted(final.parent.glob(f".{final.name}.old-*"), key=lambda p: p.stat().st_mtime)
+    return olds[-1] if olds else final
+
+
 def replace_dir(src: Path, final: Path) -> None:
     final = Path(final)
     old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")

@@ -109,7 +109,7 @@ class CharRNN(nn.Module):
         if not cuts or cuts == [0]:
             if cuts == [0] and state is not None:
                 state = _apply_reset(state, reset[:, 0])
-            out, new_state = self.rnn(inp, _to_rnn(state, self.cfg.cell))
+            out, new_state = self._rnn(inp, _to_rnn(state, self.cfg.cell))
         else:
             pieces = []
             bounds = ([0] if cuts[0] != 0 else []) + cuts + [x.shape[1]]
@@ -117,11 +117,27 @@ class CharRNN(nn.Module):
             for a, b in zip(bounds[:-1], bounds[1:]):
                 if a in cuts and new_state is not None:
                     new_state = _to_rnn(_apply_reset(_from_rnn(new_state), reset[:, a]), self.cfg.cell)
-                out_piece, new_state = self.rnn(inp[:, a:b], new_state)
+                out_piece, new_state = self._rnn(inp[:, a:b], new_state)
                 pieces.append(out_piece)
             out = torch.cat(pieces, dim=1)
         logits = self.head(self.drop(out))
         return logits, _from_rnn(new_state)
+
+    def _rnn(self, inp: torch.Tensor, state):
+        """The recurrent layers, in bf16 when bf16 autocast is on.
+
+        PyTorch's autocast runs cuDNN RNNs in float16 whatever the autocast dtype, and accelerate adds no loss
+        scaling for bf16, so under bf16 autocast we cast weights, input and state to bf16 ourselves.
+        """
+        dev = inp.device.type
+        if not (torch.is_autocast_enabled(dev) and torch.get_autocast_dtype(dev) == torch.bfloat16):
+            return self.rnn(inp, state)
+        bf16 = torch.bfloat16
+        with torch.autocast(dev, enabled=False):
+            params = {name: p.to(bf16) for name, p in self.rnn.named_parameters()}
+            if state is not None:
+                state = tuple(s.to(bf16) for s in state) if isinstance(state, tuple) else state.to(bf16)
+            return torch.func.functional_call(self.rnn, params, (inp.to(bf16), state))
 
     def zero_state(self, batch: int, device=None, dtype=None) -> State:
         shape = (self.cfg.num_layers, batch, self.cfg.hidden_size)

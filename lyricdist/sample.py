@@ -109,7 +109,7 @@ def sample(
         raise LyricdistError(f"--num-samples must be positive, got {num_samples}")
     if top_k < 0:
         raise LyricdistError(f"--top-k must be >= 0, got {top_k}")
-    temps = list(temperature)
+    temps = [1.0] if argmax else list(temperature)
     if not temps or any(t <= 0 for t in temps):
         raise LyricdistError(f"--temperature values must be positive, got {temps}; use --argmax for greedy decoding")
     model, vocab, config = load_checkpoint(checkpoint, device=device)

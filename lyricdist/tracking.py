@@ -90,19 +90,17 @@ class Tracker:
 
     def _truncate_metrics(self, resume_step: int) -> None:
         """On resume, forget lines the crashed run logged after the state it is resumed from."""
-        if not self.metrics_path.exists():
-            return
-        if resume_step == 0:
-            atomic_write_text(self.metrics_path, "")
-            return
-        keep = []
-        for line in self.metrics_path.read_text(encoding="utf-8").splitlines():
-            try:
-                if json.loads(line).get("step", 0) <= resume_step:
-                    keep.append(line)
-            except json.JSONDecodeError:
-                continue  # a line cut short by the crash
-        atomic_write_text(self.metrics_path, "".join(l + "\n" for l in keep))
+        for path in (self.metrics_path, self.out_dir / "samples.jsonl"):
+            if not path.exists():
+                continue
+            keep = []
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    if json.loads(line).get("step", 0) <= resume_step:
+                        keep.append(line)
+                except json.JSONDecodeError:
+                    continue  # a line cut short by the crash
+            atomic_write_text(path, "".join(l + "\n" for l in keep))
 
     def log(self, metrics: dict, step: int) -> None:
         if not self.main:
@@ -141,5 +139,5 @@ class Tracker:
         self.run.log_artifact(artifact, aliases=aliases)
 
     def finish(self) -> None:
-        if self.main and self.run is not None:
-            self.accelerator.end_training()
+        """Every process calls this: accelerate finishes the trackers (main) and tears down the process group."""
+        self.accelerator.end_training()

@@ -7,6 +7,7 @@ writes its share of the resumable state (RNG, hidden states).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -142,6 +143,8 @@ class Trainer:
         set_seed(t.seed, device_specific=True)  # distinct dropout streams per process
 
         self.step = 0
+        self.lr = t.lr
+        self.vocab_hash = hashlib.sha256("".join(self.vocab.chars).encode("utf-8")).hexdigest()
         self.best_val = float("inf")
         self.state = None  # hidden state carried between chunks
         run_id = None
@@ -186,6 +189,7 @@ class Trainer:
                     "best_val_loss": None if math.isinf(self.best_val) else self.best_val,
                     "num_processes": acc.num_processes,
                     "wandb_run_id": self.tracker.run_id,
+                    "vocab_sha256": self.vocab_hash,
                 },
             )
             _fsync_tree(tmp)
@@ -194,8 +198,19 @@ class Trainer:
 
     def _load_state(self, state_dir: Path) -> str | None:
         acc = self.acc
-        info = json.loads((state_dir / "trainer_state.json").read_text(encoding="utf-8"))
-        acc.load_state(str(state_dir))
+        try:
+            info = json.loads((state_dir / "trainer_state.json").read_text(encoding="utf-8"))
+            if info.get("vocab_sha256", self.vocab_hash) != self.vocab_hash:
+                raise LyricdistError(
+                    f"cannot resume: the corpus vocabulary differs from the one {self.out} was trained with; "
+                    f"use the original corpus or a new train.out_dir"
+                )
+            acc.load_state(str(state_dir))
+        except (json.JSONDecodeError, KeyError, RuntimeError, OSError, ValueError) as e:
+            raise LyricdistError(
+                f"resumable state in {state_dir} is corrupted or does not match this model "
+                f"({type(e).__name__}: {str(e).strip().splitlines()[0][:200]}); start a new train.out_dir"
+            ) from None
         self.step = int(info["step"])
         self.best_val = float("inf") if info.get("best_val_loss") is None else float(info["best_val_loss"])
         # Hidden states of all saved processes, re-split for this world size (streams are global).
@@ -281,6 +296,7 @@ class Trainer:
             loss_sum += loss.detach()
         self.state = tuple(torch.cat(parts, dim=1) for parts in zip(*new_states))
         grad_norm = acc.clip_grad_norm_(self.model.parameters(), t.grad_clip if t.grad_clip > 0 else float("inf"))
+        self.lr = self.scheduler.get_last_lr()[0]  # the rate this update uses
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -317,7 +333,7 @@ class Trainer:
                     metrics = {
                         "train_loss": train_loss,
                         "chars_per_sec": window_steps * chars_per_step / max(elapsed, 1e-9),
-                        "lr": self.scheduler.get_last_lr()[0],
+                        "lr": self.lr,
                         "grad_norm": float(grad_norm),
                         "epoch": self.step / self.batches.chunks_per_epoch,
                     }

@@ -115,3 +115,32 @@ def test_too_small_corpus_is_a_clear_error():
         StreamBatches(tokens, starts, artists, batch_size=10, seq_len=16)
     with pytest.raises(LyricdistError, match="not divisible"):
         StreamBatches(tokens, starts, artists, batch_size=3, seq_len=4, world_size=2)
+
+
+def test_eval_layout_does_not_depend_on_world_size():
+    tokens, starts, artists = _toy(n=70)  # only 4 chunks of 16: fewer streams than requested
+    layouts = []
+    for world in (1, 2, 3):
+        spans = set()
+        for r in range(world):
+            ev = EvalStreams(tokens, starts, artists, num_streams=8, seq_len=16, rank=r, world_size=world)
+            spans |= {(int(a), int(b)) for a, b in zip(ev.lo, ev.hi) if b > a}
+        layouts.append(spans)
+    assert layouts[0] == layouts[1] == layouts[2]
+
+
+def test_bf16_autocast_runs_the_rnn_in_bf16_and_trains_fp32_weights():
+    """cuDNN's autocast would use float16 for RNNs; we cast to bf16 ourselves and gradients reach fp32 weights."""
+    torch.manual_seed(0)
+    model = CharRNN(ModelConfig(num_layers=2, hidden_size=16), 9)
+    x = torch.randint(0, 9, (4, 10))
+    reset = torch.zeros(4, 10, dtype=torch.bool)
+    reset[2, 5] = True
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits, state = model(x, None, reset)
+    assert state[0].dtype == torch.bfloat16
+    logits.float().sum().backward()
+    assert model.rnn.weight_hh_l1.dtype == torch.float32 and model.rnn.weight_hh_l1.grad.abs().sum() > 0
+    with torch.no_grad():
+        ref, _ = model(x, None, reset)
+    torch.testing.assert_close(logits.float(), ref, atol=0.1, rtol=0.05)

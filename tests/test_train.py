@@ -205,3 +205,38 @@ def test_bad_config_values_are_one_line_errors(demo_corpus, tmp_path):
     assert not (tmp_path / "x" / "checkpoints").exists()
     with pytest.raises(LyricdistError, match="not found"):
         Trainer(tiny_config(tmp_path / "missing", tmp_path / "y"))
+
+
+def test_resume_refuses_a_different_vocabulary(demo_corpus, tmp_path):
+    from lyricdist.prepare import prepare
+
+    train(tiny_config(demo_corpus, tmp_path / "run", "--train.max_steps=5", "--samples.enabled=false"))
+    other = tmp_path / "other"
+    prepare(["demo"], str(other), lowercase=False, quiet=True)  # capitals: another vocabulary
+    cfg = tiny_config(other, tmp_path / "run", "--train.max_steps=10", "--samples.enabled=false")
+    cfg.data.corpus = str(demo_corpus)  # same path string as before, different contents below
+    import shutil
+
+    saved = tmp_path / "saved"
+    shutil.copytree(demo_corpus, saved)
+    shutil.rmtree(demo_corpus)
+    shutil.copytree(other, demo_corpus)
+    try:
+        with pytest.raises(LyricdistError, match="vocabulary differs"):
+            Trainer(cfg, resume=True)
+    finally:
+        shutil.rmtree(demo_corpus)
+        shutil.copytree(saved, demo_corpus)
+
+
+def test_readers_never_modify_a_checkpoint_being_swapped(tmp_path):
+    """Between the two renames of a swap, a reader finds the previous version and leaves everything in place."""
+    from lyricdist.fileio import readable_dir
+
+    old = tmp_path / "checkpoints" / ".last.old-1234"
+    old.mkdir(parents=True)
+    (old / "config.json").write_text("{}")
+    tmp = tmp_path / "checkpoints" / ".last.tmp-xyz"
+    tmp.mkdir()
+    assert readable_dir(tmp_path / "checkpoints" / "last") == old
+    assert old.exists() and tmp.exists() and not (tmp_path / "checkpoints" / "last").exists()
