@@ -1,0 +1,104 @@
+"""`lyricdist similarity train|eval|embed|score`: a siamese MaLSTM that scores how alike two lyrics are.
+
+Imports of torch and friends happen inside cli_run, so `lyricdist similarity --help` stays fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def cli_parser():
+    from jsonargparse import ActionConfigFile
+
+    from ..cli import new_parser
+    from ..config import TrackingConfig
+    from .config import SimilarityDataConfig, SimilarityModelConfig, SimilarityTrainConfig
+
+    p = new_parser("Siamese LSTM (MaLSTM) similarity of lyrics: train, eval, embed, score.")
+    sub = p.add_subcommands(dest="command")
+
+    train = new_parser("Train on song pairs (Last.fm similarity, or same/different artist). Any config key can be "
+                       "overridden, e.g. --train.epochs 5.")
+    train.add_argument("--config", action=ActionConfigFile, help="a YAML config (configs/similarity-malstm.yaml)")
+    train.add_class_arguments(SimilarityDataConfig, "data")
+    train.add_class_arguments(SimilarityModelConfig, "model")
+    train.add_class_arguments(SimilarityTrainConfig, "train")
+    train.add_class_arguments(TrackingConfig, "tracking")
+    sub.add_subcommand("train", train, help="train the MaLSTM")
+
+    ev = new_parser("2-class and decile accuracy, Pearson and Spearman on the held-out pairs.")
+    ev.add_argument("checkpoint", help="a `similarity train` out_dir or checkpoint directory")
+    ev.add_argument("--test-set", default=None, help="a test_set.json (default: the run's own)")
+    ev.add_argument("--metrics", default=None, help="append the result here (default: the run's metrics.jsonl)")
+    sub.add_subcommand("eval", ev, help="evaluate on held-out pairs")
+
+    emb = new_parser("Song vectors -> PCA scatter plot (PNG, coloured by artist) and a JSON of the points.")
+    emb.add_argument("checkpoint", help="a `similarity train` out_dir or checkpoint directory")
+    emb.add_argument("--sources", type=list[str], default=[], help="songs to plot (default: the training sources)")
+    emb.add_argument("--out", default="embedding.png", help="PNG to write (the points go beside it as .json)")
+    emb.add_class_arguments(TrackingConfig, "tracking")
+    emb.set_defaults({"tracking.backend": "none"})
+    sub.add_subcommand("embed", emb, help="plot song vectors")
+
+    sc = new_parser("Per segment of a `lyricdist collab` JSON, similarity to each author; for a text, nearest artists.")
+    sc.add_argument("checkpoint", help="a `similarity train` out_dir or checkpoint directory")
+    sc.add_argument("input", help="a collaboration JSON or a plain text file")
+    sc.add_argument("--sources", type=list[str], default=[], help="reference songs (default: the checkpoint's)")
+    sc.add_argument("--top", type=int, default=5, help="nearest artists listed for a plain text")
+    sc.add_argument("--out", default=None, help="also write the result as JSON here")
+    sub.add_subcommand("score", sc, help="style attribution of a collaboration or a text")
+    return p
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None):
+    """A SimilarityConfig from a YAML file plus command-line style overrides (tests and scripts)."""
+    parser = cli_parser()
+    return _config_from_args(parser, parser.parse_args(["train", "--config", str(path), *(overrides or [])]))
+
+
+def _config_from_args(parser, args):
+    from .config import SimilarityConfig
+
+    init = parser.instantiate_classes(args).train
+    return SimilarityConfig(data=init.data, model=init.model, train=init.train, tracking=init.tracking)
+
+
+def cli_run(parser, args) -> int:
+    from ..errors import LyricdistError
+    from ..fileio import atomic_write_json
+
+    cmd = args.command
+    a = args[cmd]
+    if cmd == "train":
+        from .train import train
+
+        from accelerate import PartialState
+
+        metrics = train(_config_from_args(parser, args))
+        if PartialState().is_main_process:
+                print(f"final: test accuracy {metrics['test_accuracy']:.1%}, decile accuracy "
+                  f"{metrics['test_decile_accuracy']:.1%} on {metrics['test_pairs']} held-out pairs")
+    elif cmd == "eval":
+        from .metrics import format_table
+        from .train import evaluate
+
+        print(format_table(evaluate(a.checkpoint, a.test_set, a.metrics)))
+    elif cmd == "embed":
+        from .config import SimilarityConfig
+        from .embed import embed
+
+        tracking = parser.instantiate_classes(args).embed.tracking
+        info = embed(a.checkpoint, list(a.sources) or None, a.out, SimilarityConfig(tracking=tracking))
+        print(f"wrote {info['png']} ({info['songs']} songs; PCA explains "
+              f"{sum(info['explained_variance']):.0%} of the variance)")
+    elif cmd == "score":
+        from .score import format_result, score
+
+        if a.top <= 0:
+            raise LyricdistError(f"--top must be positive, got {a.top}")
+        result = score(a.checkpoint, a.input, list(a.sources) or None, a.top)
+        print(format_result(result))
+        if a.out:
+            atomic_write_json(a.out, result)
+    return 0

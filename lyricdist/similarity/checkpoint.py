@@ -1,0 +1,102 @@
+"""Similarity checkpoints: model.safetensors + config.json + vocab.json + songs.safetensors (the reference song
+vectors `score` compares against). Nothing is unpickled on load."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from ..errors import LyricdistError
+from ..fileio import atomic_dir, atomic_write_json, recover_dir
+from .config import SimilarityModelConfig
+from .model import MaLSTM
+from .tokenize import WordVocab
+
+FORMAT = "lyricdist-similarity"
+
+
+@torch.no_grad()
+def encode_texts(model: MaLSTM, vocab: WordVocab, texts: list[str], batch_size: int = 64) -> torch.Tensor:
+    """[len(texts), hidden] song vectors on the CPU."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    out = []
+    for start in range(0, len(texts), batch_size):
+        ids = [vocab.encode(t, model.cfg.max_len) for t in texts[start : start + batch_size]]
+        lengths = torch.tensor([len(x) for x in ids])
+        padded = torch.zeros(len(ids), int(lengths.max()), dtype=torch.long)
+        for row, x in enumerate(ids):
+            padded[row, : len(x)] = torch.tensor(x)
+        out.append(model.encode(padded.to(device), lengths).float().cpu())
+    model.train(was_training)
+    return torch.cat(out) if out else torch.zeros(0, model.cfg.hidden_size)
+
+
+def save_similarity_checkpoint(
+    path: str | Path,
+    model: MaLSTM,
+    vocab: WordVocab,
+    artists: list[str],
+    song_vectors: torch.Tensor,
+    song_artists: torch.Tensor,
+    **info: Any,
+) -> Path:
+    """Write the checkpoint directory atomically; song_artists[i] indexes `artists` for song_vectors[i]."""
+    path = Path(path)
+    state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+    with atomic_dir(path) as tmp:
+        save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        save_file(
+            {"vectors": song_vectors.float().contiguous(), "artist_ids": song_artists.long().contiguous()},
+            str(tmp / "songs.safetensors"),
+        )
+        atomic_write_json(tmp / "vocab.json", vocab.to_json())
+        atomic_write_json(
+            tmp / "config.json",
+            {"format": FORMAT, "model": asdict(model.cfg), "vocab_size": len(vocab), "artists": artists, **info},
+        )
+    return path
+
+
+def resolve(path: str | Path) -> Path:
+    """A checkpoint directory, or a run's out_dir (its checkpoints/last)."""
+    path = Path(path)
+    if path.is_dir() and not (path / "config.json").exists():
+        recover_dir(path / "checkpoints" / "last")
+        path = path / "checkpoints" / "last"
+    recover_dir(path)
+    if not (path / "config.json").is_file():
+        raise LyricdistError(f"similarity checkpoint {str(path)!r} not found; give a `similarity train` out_dir")
+    return path
+
+
+def load_similarity_checkpoint(path: str | Path) -> tuple[MaLSTM, WordVocab, dict, dict]:
+    """(model in eval mode on CPU, vocabulary, config.json, {"vectors", "artist_ids"} of the reference songs)."""
+    path = resolve(path)
+    for name in ("vocab.json", "model.safetensors", "songs.safetensors"):
+        if not (path / name).is_file():
+            raise LyricdistError(f"similarity checkpoint {path} is missing {name}; it is incomplete")
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        if config.get("format") != FORMAT:
+            raise ValueError(f"format is {config.get('format')!r}, not {FORMAT!r}")
+        known = {f.name for f in fields(SimilarityModelConfig)}
+        model_cfg = SimilarityModelConfig(**{k: v for k, v in config["model"].items() if k in known})
+        vocab = WordVocab.from_json(json.loads((path / "vocab.json").read_text(encoding="utf-8")))
+        state, songs = load_file(str(path / "model.safetensors")), load_file(str(path / "songs.safetensors"))
+    except (ValueError, KeyError, TypeError, SafetensorError, OSError) as e:
+        raise LyricdistError(f"similarity checkpoint {path} is corrupted or not one ({e})") from None
+    model = MaLSTM(model_cfg, vocab_size=len(vocab))
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        last_line = str(e).strip().splitlines()[-1].strip()
+        raise LyricdistError(f"checkpoint {path} does not match its config.json ({last_line})") from None
+    return model.eval(), vocab, config, songs

@@ -1,0 +1,122 @@
+"""Typed settings of the siamese similarity model; every YAML key of configs/similarity-*.yaml maps to a field."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Literal, Optional
+
+from ..config import TrackingConfig
+from ..errors import LyricdistError
+
+
+@dataclass
+class SimilarityDataConfig:
+    """Where the training pairs come from.
+
+    Args:
+        sources: lyrics sources, any `lyricdist prepare` SOURCE spec of songs ('demo', a scraped dataset dir, ...)
+        lastfm: a directory of Last.fm similarity JSON files (MSD companion layout); unset = pairs from the
+            lyrics alone (same artist = similar, different artists = dissimilar)
+        pairs_per_song: similar and as many dissimilar partners drawn per song (lyrics-only pairs)
+        lastfm_negatives: add as many random unlisted Last.fm pairs (target 0) as listed ones, for 2-class accuracy
+        test_fraction: fraction of songs (not pairs) held out for evaluation
+        seed: seed of the split and of the pair draw
+    """
+
+    sources: list[str] = field(default_factory=lambda: ["demo"])
+    lastfm: Optional[str] = None
+    pairs_per_song: int = 4
+    lastfm_negatives: bool = True
+    test_fraction: float = 0.2
+    seed: int = 1234
+
+
+@dataclass
+class SimilarityModelConfig:
+    """MaLSTM shape (Mueller & Thyagarajan 2016): one word-level LSTM shared by both sides.
+
+    Args:
+        embedding_dim: word vector size (300 in the paper, from word2vec)
+        hidden_size: LSTM units (50 in the paper)
+        max_len: words read per song (longer songs are cut)
+        max_vocab: most frequent training words kept; the rest map to <unk>
+        min_count: a word must occur this often in the training songs to get its own vector
+        lowercase: fold case before tokenizing
+        vectors: a local word2vec/GloVe text file to initialise word vectors (never downloaded)
+        freeze_embeddings: keep the word vectors fixed during training
+    """
+
+    embedding_dim: int = 300
+    hidden_size: int = 50
+    max_len: int = 300
+    max_vocab: int = 50000
+    min_count: int = 1
+    lowercase: bool = True
+    vectors: Optional[str] = None
+    freeze_embeddings: bool = False
+
+    def validate(self) -> None:
+        for name in ("embedding_dim", "hidden_size", "max_len", "max_vocab", "min_count"):
+            if getattr(self, name) <= 0:
+                raise LyricdistError(f"model.{name} must be positive, got {getattr(self, name)}")
+
+
+@dataclass
+class SimilarityTrainConfig:
+    """Optimisation and run settings.
+
+    Args:
+        batch_size: global pairs per step (split across processes)
+        epochs: passes over the training pairs
+        lr: learning rate (Adam)
+        grad_clip: clip the global gradient norm to this (0 = off; the paper clips at 1.25)
+        word_dropout: fraction of training words replaced by <unk> (against memorising single songs)
+        random_windows: train on a random max_len-word window of each song rather than its opening
+        eval_every: epochs between held-out evaluations (and checkpoints)
+        log_every: steps between log lines
+        seed: model initialisation and shuffling seed
+        out_dir: where metrics.jsonl, test_set.json and checkpoints/last go
+        mixed_precision: no, fp16 or bf16
+        cpu: force CPU even when a GPU is present
+    """
+
+    batch_size: int = 64
+    epochs: int = 20
+    lr: float = 1e-3
+    grad_clip: float = 1.25
+    word_dropout: float = 0.0
+    random_windows: bool = True
+    eval_every: int = 1
+    log_every: int = 20
+    seed: int = 1337
+    out_dir: str = "runs/similarity"
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    cpu: bool = False
+
+
+@dataclass
+class SimilarityConfig:
+    data: SimilarityDataConfig = field(default_factory=SimilarityDataConfig)
+    model: SimilarityModelConfig = field(default_factory=SimilarityModelConfig)
+    train: SimilarityTrainConfig = field(default_factory=SimilarityTrainConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+    def validate(self) -> None:
+        d, t = self.data, self.train
+        if not d.sources:
+            raise LyricdistError("data.sources is empty; give at least one lyrics source, e.g. --data.sources [demo]")
+        if not 0 < d.test_fraction < 1:
+            raise LyricdistError(f"data.test_fraction must be in (0, 1), got {d.test_fraction}")
+        if d.pairs_per_song <= 0:
+            raise LyricdistError(f"data.pairs_per_song must be positive, got {d.pairs_per_song}")
+        self.model.validate()
+        for name in ("batch_size", "epochs", "eval_every", "log_every"):
+            if getattr(t, name) <= 0:
+                raise LyricdistError(f"train.{name} must be positive, got {getattr(t, name)}")
+        if not 0 <= t.word_dropout < 1:
+            raise LyricdistError(f"train.word_dropout must be in [0, 1), got {t.word_dropout}")
+        if t.lr <= 0 or t.grad_clip < 0:
+            raise LyricdistError(f"train.lr must be positive and train.grad_clip >= 0, got {t.lr} and {t.grad_clip}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)

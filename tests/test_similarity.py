@@ -1,0 +1,209 @@
+"""The siamese MaLSTM: weight tying, the exp(-L1) output, pair builders, the Last.fm reader, and an end-to-end
+run on the demo corpus that must tell Juniper Vale's ballads from DJ Kilowatt's club chants on held-out songs."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import CONFIGS, run_cli
+from lyricdist.errors import LyricdistError
+from lyricdist.similarity.config import SimilarityDataConfig, SimilarityModelConfig
+from lyricdist.similarity.model import MaLSTM
+from lyricdist.similarity.pairs import artist_names, lastfm_pairs, load_songs, lyrics_pairs, read_lastfm
+from lyricdist.similarity.tokenize import WordVocab, load_vectors
+from lyricdist.sources import Song
+
+LASTFM = Path(__file__).parent / "fixtures" / "lastfm"
+
+
+def _batch(*lengths: int, vocab: int = 30) -> tuple[torch.Tensor, torch.Tensor]:
+    ids = torch.zeros(len(lengths), max(lengths), dtype=torch.long)
+    for row, n in enumerate(lengths):
+        ids[row, :n] = torch.randint(2, vocab, (n,))
+    return ids, torch.tensor(lengths)
+
+
+def test_both_sides_share_one_encoder():
+    torch.manual_seed(0)
+    cfg = SimilarityModelConfig(embedding_dim=8, hidden_size=6, max_len=20)
+    model = MaLSTM(cfg, vocab_size=30)
+    lstm_params = 4 * 6 * (8 + 6 + 2)  # one LSTM layer: 4 gates x hidden x (input + hidden + 2 biases)
+    assert sum(p.numel() for p in model.parameters()) == 30 * 8 + lstm_params
+    a, la = _batch(5, 3, 7)
+    b, lb = _batch(2, 9, 4)
+    assert torch.allclose(model(a, la, b, lb), model(b, lb, a, la))  # symmetric: the same function on both sides
+    assert torch.allclose(model(a, la, a, la), torch.ones(3))
+    # Gradients from side b alone reach the one encoder that side a uses too.
+    model(a, la, b, lb).sum().backward()
+    grads_ab = model.encoder.weight_ih_l0.grad.clone()
+    model.zero_grad()
+    with torch.no_grad():
+        h_a = model.encode(a, la)
+    MaLSTM.similarity(h_a, model.encode(b, lb)).sum().backward()
+    assert model.encoder.weight_ih_l0.grad.abs().sum() > 0
+    assert not torch.allclose(grads_ab, model.encoder.weight_ih_l0.grad)  # side a contributed as well
+
+
+def test_similarity_is_exp_minus_l1_in_zero_one():
+    h = torch.full((1, 50), 0.999)
+    far = MaLSTM.similarity(h, -h)  # the largest L1 distance two tanh-bounded 50-unit states can have
+    assert 0 < far.item() < 1e-40
+    h_a, h_b = torch.rand(64, 50) * 2 - 1, torch.rand(64, 50) * 2 - 1
+    sim = MaLSTM.similarity(h_a, h_b)
+    assert torch.allclose(sim, torch.exp(-(h_a - h_b).abs().sum(-1)))
+    model = MaLSTM(SimilarityModelConfig(embedding_dim=4, hidden_size=50, max_len=10), vocab_size=20)
+    out = model(*_batch(3, 10, 1, vocab=20), *_batch(10, 2, 6, vocab=20))
+    assert ((out > 0) & (out <= 1)).all()
+
+
+def _songs() -> list[Song]:
+    songs = [Song(f"song {a} {k} words", artist=f"Artist {a}", title=f"T{k}") for a in "ABC" for k in range(10)]
+    return songs + [Song("a lonely song", artist="Solo", title="Only")]
+
+
+def test_lyrics_pairs_split_by_song_and_balanced():
+    songs = _songs()
+    cfg = SimilarityDataConfig(pairs_per_song=3, test_fraction=0.2, seed=5)
+    ps = lyrics_pairs(songs, cfg)
+    assert not set(ps.train_songs) & set(ps.test_songs)
+    assert sorted(ps.train_songs + ps.test_songs) == list(range(len(songs)))
+    for pairs, side in ((ps.train, set(ps.train_songs)), (ps.test, set(ps.test_songs))):
+        assert all(a in side and b in side and a != b for a, b, _ in pairs)  # no pair reaches across the split
+        counts = Counter(t for _, _, t in pairs)
+        assert counts[1.0] == counts[0.0] > 0
+        for a, b, t in pairs:
+            assert (songs[a].artist == songs[b].artist) == (t == 1.0)
+    assert {songs[i].artist for i in ps.test_songs} == {"Artist A", "Artist B", "Artist C"}
+    assert lyrics_pairs(songs, cfg).train == ps.train  # the seed fixes split and draw
+    spellings = [Song("x", artist="DJ K"), Song("y", artist="Dj K"), Song("z", artist="Ann")]
+    assert artist_names(spellings) == ["Ann", "DJ K"]
+    with pytest.raises(LyricdistError, match="two artists"):
+        lyrics_pairs([s for s in songs if s.artist == "Artist A"], cfg)
+
+
+def test_lastfm_reader_joins_on_normalised_artist_and_title():
+    tracks = read_lastfm(LASTFM)
+    assert len(tracks) == 10
+    river = next(t for t in tracks if t.track_id == "TRAAB00V128F93A1C4")
+    assert (river.artist, river.title) == ("JUNIPER VALE", "The River Keeps My Name (Live)")
+    assert ["TRAAC00K128F93B2D5", 0.05] in [list(s) for s in river.similars]
+
+    songs = load_songs(["demo"])
+    ps = lastfm_pairs(songs, tracks, SimilarityDataConfig(test_fraction=0.5, seed=3))
+    assert ps.info["join_rate"] == pytest.approx(0.8)  # all but the two "Nobody Known" tracks have demo lyrics
+    matched = {songs[i].title for i in ps.train_songs + ps.test_songs}
+    assert {"The River Keeps My Name", "Volts", "Turn It Up", "Three Two One Drop"} <= matched
+    assert not set(ps.train_songs) & set(ps.test_songs)
+    for pairs, side in ((ps.train, set(ps.train_songs)), (ps.test, set(ps.test_songs))):
+        assert all(a in side and b in side for a, b, _ in pairs)
+        listed = [p for p in pairs if p[2] > 0]
+        assert len(pairs) == 2 * len(listed)  # as many unlisted negatives as listed pairs
+        assert len({(a, b) for a, b, _ in pairs}) == len(pairs)
+    by_title = {(songs[a].title, songs[b].title): t for a, b, t in ps.train + ps.test}
+    river_kilowatt = by_title.get(("The River Keeps My Name", "Turn It Up"))
+    assert river_kilowatt in (None, 0.05)  # the listed score is the target (None: split apart)
+
+
+def test_lastfm_reader_rejects_a_broken_file(tmp_path):
+    (tmp_path / "A").mkdir()
+    (tmp_path / "A" / "TRBROKEN.json").write_text('{"artist": "X", "similars": []}')
+    with pytest.raises(LyricdistError, match="TRBROKEN.json is not a Last.fm track file"):
+        read_lastfm(tmp_path)
+    with pytest.raises(LyricdistError, match="no Last.fm JSON files"):
+        read_lastfm(tmp_path / "empty")
+
+
+def test_vocab_unknown_words_and_local_vectors(tmp_path):
+    vocab = WordVocab.build(["the river keeps my name", "the river rolls"], min_count=1)
+    assert vocab.encode("The RIVER sings", 10) == [vocab._index["the"], vocab._index["river"], 1]
+    assert vocab.encode("", 10) == [1]
+    vectors = tmp_path / "glove.txt"
+    vectors.write_text("river 1 2 3\nRiver 9 9 9\nzebra 4 5 6\n")
+    weight, found = load_vectors(vectors, vocab, dim=3)
+    assert found == 1 and weight[vocab._index["river"]].tolist() == [1, 2, 3] and weight[0].abs().sum() == 0
+    with pytest.raises(LyricdistError, match="embedding-dim 3"):
+        load_vectors(vectors, vocab, dim=4)
+
+
+@pytest.mark.slow
+def test_demo_end_to_end_separates_the_two_artists(tmp_path):
+    out = tmp_path / "run"
+    run_cli("similarity", "train", "--config", str(CONFIGS / "similarity-tiny.yaml"), f"--train.out_dir={out}")
+    rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    final = [r for r in rows if r.get("test_accuracy") is not None][-1]
+    # Held-out songs only (split by song); chance is 0.5 on these balanced pairs.
+    assert final["test_accuracy"] >= 0.75, final
+
+    shown = run_cli("similarity", "eval", str(out)).stdout
+    assert "2-class accuracy" in shown and "Spearman" in shown
+    evaluated = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert evaluated["stage"] == "eval" and evaluated["test_accuracy"] == pytest.approx(final["test_accuracy"])
+    assert evaluated["test_pairs"] == final["test_pairs"]
+
+    test_songs = json.loads((out / "test_set.json").read_text())["songs"]
+    segments = [{"author": s["artist"], "text": s["text"][:300]} for s in test_songs]
+    collab = tmp_path / "collab.json"
+    collab.write_text(json.dumps({"authors": ["Juniper Vale", "DJ Kilowatt"], "segments": segments}))
+    run_cli("similarity", "score", str(out), str(collab), f"--out={tmp_path / 'score.json'}")
+    scored = json.loads((tmp_path / "score.json").read_text())
+    assert len(scored["segments"]) == len(segments)
+    assert scored["attribution_accuracy"] >= 0.75, scored["attribution_accuracy"]
+    ballad = tmp_path / "ballad.txt"
+    ballad.write_text(next(s["text"] for s in test_songs if s["artist"] == "Juniper Vale"))
+    nearest = run_cli("similarity", "score", str(out), str(ballad)).stdout.splitlines()
+    assert nearest[0].endswith("Juniper Vale")
+
+    png = tmp_path / "plot" / "songs.png"
+    run_cli("similarity", "embed", str(out), f"--out={png}", "--tracking.backend=wandb")  # offline (conftest)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert list((png.parent / "wandb").glob("offline-run-*"))
+    points = json.loads(png.with_suffix(".json").read_text())["songs"]
+    assert Counter(p["artist"] for p in points) == Counter({"DJ Kilowatt": 50, "Juniper Vale": 32})
+
+
+def test_lastfm_training_reports_the_join_rate(tmp_path):
+    proc = run_cli(
+        "similarity", "train", "--config", str(CONFIGS / "similarity-tiny.yaml"), f"--train.out_dir={tmp_path}",
+        f"--data.lastfm={LASTFM}", "--data.test_fraction=0.5", "--train.epochs=1",
+    )
+    assert "Last.fm join: 8 of 10 tracks have lyrics (80.0%)" in proc.stdout
+    assert json.loads((tmp_path / "pairs_info.json").read_text())["matched_tracks"] == 8
+    assert (tmp_path / "checkpoints" / "last" / "model.safetensors").is_file()
+
+
+def test_bad_settings_are_one_line_errors(tmp_path):
+    proc = run_cli("similarity", "train", "--config", str(CONFIGS / "similarity-tiny.yaml"),
+                   f"--train.out_dir={tmp_path}", "--train.word_dropout=1.5", check=False)
+    assert proc.returncode == 1 and "word_dropout must be in [0, 1)" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    notes = tmp_path / "notes.txt"
+    notes.write_text("one continuous text, no artists\n")
+    proc = run_cli("similarity", "train", f"--train.out_dir={tmp_path}", f"--data.sources=[text:{notes}]",
+                   check=False)
+    assert proc.returncode == 1 and "needs songs with artists" in proc.stderr
+    assert not (tmp_path / "checkpoints").exists()
+
+
+@pytest.mark.slow
+def test_two_process_ddp_training(tmp_path):
+    """Two CPU processes (gloo) share the pairs; the held-out metrics count every test pair exactly once."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "lyricdist",
+         "similarity", "train", "--config", str(CONFIGS / "similarity-tiny.yaml"), f"--train.out_dir={tmp_path}",
+         "--train.epochs=2"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("final: test accuracy") == 1  # printed by the main process only
+    test_pairs = len(json.loads((tmp_path / "test_set.json").read_text())["pairs"])
+    final = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()][-1]
+    assert final["test_pairs"] == test_pairs
+    assert (tmp_path / "checkpoints" / "last" / "model.safetensors").is_file()
