@@ -1,8 +1,14 @@
 """Training data: memory-mapped token arrays laid out as contiguous streams for truncated BPTT.
 
-As in char-rnn, the token array is cut into `batch_size` equal streams; step c reads chunk c of every stream,
-so the hidden state carried from one step to the next continues the same text. With W processes, rank r owns
-streams [r*B/W, (r+1)*B/W): the global batch, and so the math, is the same for any W.
+As in char-rnn, the text is cut into `batch_size` equal streams; step c reads chunk c of every stream, so the
+hidden state carried from one step to the next continues the same text. With W processes, rank r owns streams
+[r*B/W, (r+1)*B/W): the global batch, and so the math, is the same for any W.
+
+Songs are aligned to chunks: each song is padded (virtually; the corpus is never copied) to a multiple of
+seq_len, so every song starts at a chunk boundary. The state is then reset only between chunks, and the fused
+RNN kernel always runs over whole chunks; without alignment a large batch has a song start in almost every
+column and the recurrence would have to be cut into one-character pieces. Padding and the boundary between two
+songs are masked out of the loss: each song scores the prediction of its characters 2..n from its own text.
 """
 
 from __future__ import annotations
@@ -57,26 +63,50 @@ class Corpus:
 class Batch:
     x: torch.Tensor  # [b, T] int64 inputs
     y: torch.Tensor  # [b, T] int64 targets
-    reset: torch.Tensor  # [b, T] bool: zero the state before reading x[:, t] (a song starts there)
+    mask: torch.Tensor  # [b, T] bool: which targets count (padding and song boundaries do not)
+    reset: torch.Tensor  # [b] bool: zero this stream's state before the chunk (a song starts here)
     artist: torch.Tensor  # [b, T] int64 artist id of each input position
-    mask: torch.Tensor | None = None  # [b, T] bool: which targets count (validation padding)
 
 
-def _reset_mask(starts: np.ndarray, lo: np.ndarray, length: int) -> np.ndarray:
-    """reset[b, t] is True where a document starts at lo[b] + t."""
-    reset = np.zeros((len(lo), length), dtype=bool)
-    left = np.searchsorted(starts, lo, side="left")
-    right = np.searchsorted(starts, lo + length, side="left")
-    for b in np.flatnonzero(right > left):
-        reset[b, starts[left[b] : right[b]] - lo[b]] = True
-    return reset
+class SongLayout:
+    """The virtual padded layout: song i occupies [pstart_i, pstart_i + plen_i), plen_i a multiple of seq_len."""
+
+    def __init__(self, n_tokens: int, doc_starts: np.ndarray, doc_artists: np.ndarray, seq_len: int):
+        starts = np.asarray(doc_starts, dtype=np.int64)
+        artists = np.asarray(doc_artists, dtype=np.int64)
+        if len(starts) == 0 or starts[0] != 0:  # text before the first recorded start is a document too
+            starts = np.concatenate([[0], starts])
+            artists = np.concatenate([[artists[0] if len(artists) else 0], artists])
+        starts = np.minimum(starts, n_tokens)
+        lengths = np.diff(np.append(starts, n_tokens))
+        keep = lengths > 0
+        self.starts, self.artists, self.lengths = starts[keep], artists[keep], lengths[keep]
+        padded = -(-self.lengths // seq_len) * seq_len
+        self.pstarts = np.concatenate([[0], np.cumsum(padded)[:-1]]).astype(np.int64)
+        self.padded_len = int(padded.sum())
+        self.n_targets = int(np.maximum(self.lengths - 1, 0).sum())
+
+    def lookup(self, q: np.ndarray):
+        """For padded positions q: (token index, input is real, target is real, song index)."""
+        song = np.clip(np.searchsorted(self.pstarts, q, side="right") - 1, 0, None)
+        off = q - self.pstarts[song]
+        inside = (q < self.padded_len) & (off < self.lengths[song])
+        target = inside & (off + 1 < self.lengths[song])
+        return np.where(inside, self.starts[song] + off, 0), inside, target, song
 
 
-def _artist_at(starts: np.ndarray, artist_ids: np.ndarray, positions: np.ndarray) -> np.ndarray:
-    if len(starts) == 0:
-        return np.zeros_like(positions)
-    idx = np.searchsorted(starts, positions, side="right") - 1
-    return artist_ids[np.clip(idx, 0, None)]
+def _batch(tokens: np.ndarray, layout: SongLayout, q: np.ndarray, first_chunk: bool) -> Batch:
+    index, inside, target, song = layout.lookup(q)
+    x = np.where(inside, tokens[index], 0).astype(np.int64)
+    y = np.where(target, tokens[np.where(target, index + 1, 0)], 0).astype(np.int64)
+    reset = (q[:, 0] == layout.pstarts[song[:, 0]]) | first_chunk
+    return Batch(
+        x=torch.from_numpy(x),
+        y=torch.from_numpy(y),
+        mask=torch.from_numpy(target),
+        reset=torch.from_numpy(reset),
+        artist=torch.from_numpy(layout.artists[song]),
+    )
 
 
 class StreamBatches:
@@ -97,38 +127,36 @@ class StreamBatches:
                 f"train.batch_size={batch_size} is not divisible by the {world_size} processes; "
                 f"set it to a multiple of {world_size}"
             )
-        n = len(tokens)
-        self.stream_len = n // batch_size
-        self.chunks_per_epoch = (self.stream_len - 1) // seq_len
+        self.layout = SongLayout(len(tokens), doc_starts, doc_artists, seq_len)
+        self.stream_len = self.layout.padded_len // batch_size // seq_len * seq_len
+        self.chunks_per_epoch = self.stream_len // seq_len
         if self.chunks_per_epoch < 1:
-            need = batch_size * (seq_len + 1)
             raise LyricdistError(
-                f"corpus too small: {n:,} training characters, but seq_len x batch_size needs at least {need:,}; "
-                f"lower train.batch_size or train.seq_len, or add text"
+                f"corpus too small: {len(tokens):,} training characters ({self.layout.padded_len:,} with songs "
+                f"aligned to seq_len) but seq_len x batch_size needs {batch_size * seq_len:,}; lower "
+                f"train.batch_size or train.seq_len, or add text"
             )
         self.tokens = tokens
-        self.starts = np.asarray(doc_starts, dtype=np.int64)
-        self.artists = np.asarray(doc_artists, dtype=np.int64)
         self.seq_len = seq_len
+        self.batch_size = batch_size
         per_rank = batch_size // world_size
         self.streams = np.arange(rank * per_rank, (rank + 1) * per_rank, dtype=np.int64)
+        self._all = np.arange(batch_size, dtype=np.int64)
         self.chars_per_epoch = self.chunks_per_epoch * seq_len * batch_size
 
+    def _positions(self, streams: np.ndarray, chunk: int) -> np.ndarray:
+        return streams[:, None] * self.stream_len + chunk * self.seq_len + np.arange(self.seq_len)
+
     def batch(self, chunk: int) -> Batch:
-        T = self.seq_len
-        lo = self.streams * self.stream_len + chunk * T
-        idx = lo[:, None] + np.arange(T + 1)
-        window = torch.from_numpy(np.asarray(self.tokens[idx], dtype=np.int64))
-        reset = _reset_mask(self.starts, lo, T)
-        reset[:, 0] |= chunk == 0
-        artist = _artist_at(self.starts, self.artists, idx[:, :T])
-        return Batch(
-            x=window[:, :T], y=window[:, 1:], reset=torch.from_numpy(reset), artist=torch.from_numpy(artist)
-        )
+        return _batch(self.tokens, self.layout, self._positions(self.streams, chunk), chunk == 0)
+
+    def global_targets(self, chunk: int) -> int:
+        """Targets scored in chunk c over all processes' streams: the loss is a mean over exactly these."""
+        return int(self.layout.lookup(self._positions(self._all, chunk))[2].sum())
 
 
 class EvalStreams:
-    """The whole validation split as `num_streams` padded streams, so every target is scored exactly once."""
+    """The whole validation split as streams over the same aligned layout: every real target scored once."""
 
     def __init__(
         self,
@@ -140,44 +168,24 @@ class EvalStreams:
         rank: int = 0,
         world_size: int = 1,
     ):
-        n_targets = max(len(tokens) - 1, 0)
-        # The layout never depends on world_size (so neither does the loss); empty streams pad it to a multiple.
-        num_streams = max(1, min(num_streams, n_targets // max(seq_len, 1)))
-        bounds = np.linspace(0, n_targets, num_streams + 1).round().astype(np.int64)
-        lo, hi = bounds[:-1], bounds[1:]
-        padded = -(-num_streams // world_size) * world_size
-        lo = np.concatenate([lo, np.full(padded - num_streams, n_targets, dtype=np.int64)])
-        hi = np.concatenate([hi, np.full(padded - num_streams, n_targets, dtype=np.int64)])
         self.tokens = tokens
-        self.starts = np.asarray(doc_starts, dtype=np.int64)
-        self.artists = np.asarray(doc_artists, dtype=np.int64)
         self.seq_len = seq_len
-        per_rank = padded // world_size
-        mine = slice(rank * per_rank, (rank + 1) * per_rank)
-        self.lo = lo[mine]
-        self.hi = hi[mine]
-        longest = int((hi - lo).max()) if n_targets else 0
-        self.num_chunks = -(-longest // seq_len) if n_targets else 0
-        self.n_targets = n_targets
+        self.layout = SongLayout(len(tokens), doc_starts, doc_artists, seq_len) if len(tokens) else None
+        self.n_targets = self.layout.n_targets if self.layout else 0
+        if not self.n_targets:
+            self.num_chunks, self.streams, self.stream_len = 0, np.zeros(0, dtype=np.int64), 0
+            return
+        # The layout never depends on world_size (so neither does the loss); empty streams pad it to a multiple.
+        chunks_total = self.layout.padded_len // seq_len
+        real = max(1, min(num_streams, chunks_total))
+        self.num_chunks = -(-chunks_total // real)
+        self.stream_len = self.num_chunks * seq_len
+        per_rank = -(-real // world_size)
+        self.streams = np.arange(rank * per_rank, (rank + 1) * per_rank, dtype=np.int64)
 
     def __len__(self) -> int:
         return self.num_chunks
 
     def batch(self, chunk: int) -> Batch:
-        T = self.seq_len
-        pos = self.lo[:, None] + chunk * T + np.arange(T)  # input positions
-        mask = pos < self.hi[:, None]
-        safe = np.where(mask, pos, 0)
-        x = np.asarray(self.tokens[safe], dtype=np.int64)
-        y = np.asarray(self.tokens[np.where(mask, pos + 1, 0)], dtype=np.int64)
-        reset = _reset_mask(self.starts, self.lo + chunk * T, T)
-        if chunk == 0:
-            reset[:, 0] = True
-        artist = _artist_at(self.starts, self.artists, safe)
-        return Batch(
-            x=torch.from_numpy(x),
-            y=torch.from_numpy(y),
-            reset=torch.from_numpy(reset),
-            artist=torch.from_numpy(artist),
-            mask=torch.from_numpy(mask),
-        )
+        q = self.streams[:, None] * self.stream_len + chunk * self.seq_len + np.arange(self.seq_len)
+        return _batch(self.tokens, self.layout, q, chunk == 0)

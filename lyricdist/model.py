@@ -96,30 +96,12 @@ class CharRNN(nn.Module):
         artist: Optional[torch.Tensor] = None,
         artist_vec: Optional[torch.Tensor] = None,
     ) -> tuple[torch.Tensor, State]:
-        """Logits [B, T, V] and the final state.
-
-        `reset[b, t]` zeroes stream b's state before it reads x[b, t] (a new song starts there). The sequence
-        is cut at those positions and the fused RNN kernel runs on each piece, so resets cost one kernel
-        launch each rather than a Python step per character.
-        """
+        """Logits [B, T, V] and the final state. `reset[b]` zeroes stream b's state first (a song starts)."""
         inp = self.inputs(x, artist, artist_vec)
-        cuts: list[int] = []
-        if reset is not None:
-            cuts = torch.nonzero(reset.any(0)).flatten().tolist()
-        if not cuts or cuts == [0]:
-            if cuts == [0] and state is not None:
-                state = _apply_reset(state, reset[:, 0])
-            out, new_state = self._rnn(inp, _to_rnn(state, self.cfg.cell))
-        else:
-            pieces = []
-            bounds = ([0] if cuts[0] != 0 else []) + cuts + [x.shape[1]]
-            new_state = _to_rnn(state, self.cfg.cell)
-            for a, b in zip(bounds[:-1], bounds[1:]):
-                if a in cuts and new_state is not None:
-                    new_state = _to_rnn(_apply_reset(_from_rnn(new_state), reset[:, a]), self.cfg.cell)
-                out_piece, new_state = self._rnn(inp[:, a:b], new_state)
-                pieces.append(out_piece)
-            out = torch.cat(pieces, dim=1)
+        if reset is not None and state is not None:
+            keep = (~reset).to(state[0].dtype)[None, :, None]
+            state = tuple(s * keep for s in state)
+        out, new_state = self._rnn(inp, _to_rnn(state, self.cfg.cell))
         logits = self.head(self.drop(out))
         return logits, _from_rnn(new_state)
 
@@ -155,11 +137,6 @@ def _from_rnn(state) -> Optional[State]:
     if state is None:
         return None
     return tuple(state) if isinstance(state, tuple) else (state,)
-
-
-def _apply_reset(state: State, reset_b: torch.Tensor) -> State:
-    keep = (~reset_b).to(state[0].dtype)[None, :, None]
-    return tuple(s * keep for s in state)
 
 
 def detach_state(state: Optional[State]) -> Optional[State]:

@@ -274,26 +274,34 @@ class Trainer:
         return rows
 
     # ---- the loop -----------------------------------------------------------------------------------
-    def train_step(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def train_step(self) -> tuple[torch.Tensor, int, torch.Tensor]:
+        """One optimizer step on chunk c of every stream: (this process's summed NLL, global targets, grad norm).
+
+        The loss is the mean over the targets of all processes' streams: each process scales its summed NLL by
+        W / n_global, so DDP's gradient average is the gradient of the global mean, whatever W.
+        """
         t = self.cfg.train
         acc, dev = self.acc, self.acc.device
         chunk = self.step % self.batches.chunks_per_epoch
         if chunk == 0:
             self.state = None
         b = self.batches.batch(chunk)
-        x, y, reset, artist = (v.to(dev, non_blocking=True) for v in (b.x, b.y, b.reset, b.artist))
+        n_global = self.batches.global_targets(chunk)
+        scale = acc.num_processes / max(n_global, 1)
+        x, y, mask, reset, artist = (v.to(dev, non_blocking=True) for v in (b.x, b.y, b.mask, b.reset, b.artist))
         micro = x.shape[0] // t.grad_accum
-        new_states, loss_sum = [], torch.zeros((), device=dev)
+        new_states, nll_total = [], torch.zeros((), device=dev)
         for m in range(t.grad_accum):
             sl = slice(m * micro, (m + 1) * micro)
             st = None if self.state is None else tuple(s[:, sl] for s in self.state)
             sync = acc.no_sync(self.model) if m < t.grad_accum - 1 else nullcontext()
             with sync:
                 logits, new_st = self.model(x[sl], st, reset[sl], artist[sl])
-                loss = F.cross_entropy(logits.float().flatten(0, 1), y[sl].flatten())
-                acc.backward(loss / t.grad_accum)
+                nll = F.cross_entropy(logits.float().flatten(0, 1), y[sl].flatten(), reduction="none")
+                nll_sum = (nll * mask[sl].flatten()).sum()
+                acc.backward(nll_sum * scale)
             new_states.append(detach_state(new_st))
-            loss_sum += loss.detach()
+            nll_total += nll_sum.detach()
         self.state = tuple(torch.cat(parts, dim=1) for parts in zip(*new_states))
         grad_norm = acc.clip_grad_norm_(self.model.parameters(), t.grad_clip if t.grad_clip > 0 else float("inf"))
         self.lr = self.scheduler.get_last_lr()[0]  # the rate this update uses
@@ -301,7 +309,7 @@ class Trainer:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
-        return loss_sum / t.grad_accum, grad_norm
+        return nll_total, n_global, grad_norm
 
     def fit(self) -> dict:
         from tqdm.auto import tqdm
@@ -317,19 +325,20 @@ class Trainer:
             dynamic_ncols=True,
             mininterval=0.5 if sys.stderr.isatty() else 30,  # keep batch-job logs short
         )
-        window_loss = torch.zeros((), device=acc.device)
-        window_steps, window_start = 0, time.perf_counter()
+        window_nll = torch.zeros((), device=acc.device)
+        window_targets, window_steps, window_start = 0, 0, time.perf_counter()
         last_metrics: dict = {}
         self.model.train()
         try:
             while self.step < t.max_steps:
-                loss, grad_norm = self.train_step()
-                window_loss += loss
+                nll, n_targets, grad_norm = self.train_step()
+                window_nll += nll
+                window_targets += n_targets
                 window_steps += 1
                 bar.update(1)
                 if self.step % t.log_every == 0 or self.step == t.max_steps:
                     elapsed = time.perf_counter() - window_start
-                    train_loss = acc.reduce(window_loss / window_steps, "mean").item()
+                    train_loss = acc.reduce(window_nll, "sum").item() / max(window_targets, 1)
                     metrics = {
                         "train_loss": train_loss,
                         "chars_per_sec": window_steps * chars_per_step / max(elapsed, 1e-9),
@@ -344,8 +353,8 @@ class Trainer:
                     self.tracker.log(metrics, self.step)
                     last_metrics = metrics
                     bar.set_postfix(loss=f"{train_loss:.4f}", chars_s=f"{metrics['chars_per_sec']:,.0f}")
-                    window_loss = torch.zeros((), device=acc.device)
-                    window_steps, window_start = 0, time.perf_counter()
+                    window_nll = torch.zeros((), device=acc.device)
+                    window_targets, window_steps, window_start = 0, 0, time.perf_counter()
                     if "val_loss" in metrics:
                         self.on_evaluation(metrics)
                 elif self.step % t.eval_every == 0:

@@ -6,47 +6,30 @@ import numpy as np
 import pytest
 import torch
 
-from lyricdist.data import EvalStreams, StreamBatches, _reset_mask
+from lyricdist.data import EvalStreams, StreamBatches
 from lyricdist.errors import LyricdistError
 from lyricdist.model import CharRNN, ModelConfig
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 @pytest.mark.parametrize("embedding_dim", [0, 8])
-def test_reset_segments_match_step_by_step(cell, embedding_dim):
-    """Cutting the sequence at song starts gives the same outputs as zeroing the state char by char."""
+def test_reset_starts_a_stream_from_zero_and_carried_state_continues(cell, embedding_dim):
     torch.manual_seed(0)
     model = CharRNN(ModelConfig(cell=cell, num_layers=2, hidden_size=16, embedding_dim=embedding_dim), 11).eval()
-    B, T = 3, 12
-    x = torch.randint(0, 11, (B, T))
-    reset = torch.zeros(B, T, dtype=torch.bool)
-    reset[0, 4] = reset[1, 4] = reset[2, 9] = reset[1, 0] = True
-    state = model.zero_state(B)
-    state = tuple(torch.randn_like(s) for s in state)
+    x = torch.randint(0, 11, (3, 12))
+    state = tuple(torch.randn_like(s) for s in model.zero_state(3))
+    reset = torch.tensor([False, True, False])
     with torch.no_grad():
-        fast, fast_state = model(x, state, reset)
-        outs, st = [], state
-        for t in range(T):
-            keep = (~reset[:, t]).float()[None, :, None]
-            st = tuple(s * keep for s in st)
-            o, st = model(x[:, t : t + 1], st)
-            outs.append(o)
-        slow = torch.cat(outs, dim=1)
-    torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-5)
-    for a, b in zip(fast_state, st):
-        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
-
-
-def test_reset_forgets_the_past():
-    torch.manual_seed(0)
-    model = CharRNN(ModelConfig(num_layers=1, hidden_size=8), 5).eval()
-    x = torch.randint(0, 5, (1, 6))
-    reset = torch.zeros(1, 6, dtype=torch.bool)
-    reset[0, 3] = True
-    with torch.no_grad():
-        a, _ = model(x, tuple(torch.randn(1, 1, 8) for _ in range(2)), reset)
-        b, _ = model(x[:, 3:], None)
-    torch.testing.assert_close(a[:, 3:], b)
+        out, _ = model(x, state, reset)
+        fresh, _ = model(x[1:2], None)
+        carried, _ = model(x[[0, 2]], tuple(s[:, [0, 2]] for s in state))
+        # two chunks with the state carried == one long chunk
+        a, st = model(x[:, :5], None)
+        b, _ = model(x[:, 5:], st)
+        whole, _ = model(x, None)
+    torch.testing.assert_close(out[1:2], fresh)
+    torch.testing.assert_close(out[[0, 2]], carried)
+    torch.testing.assert_close(torch.cat([a, b], 1), whole, atol=1e-5, rtol=1e-5)
 
 
 def test_one_hot_input_is_the_default():
@@ -66,33 +49,36 @@ def test_rank_streams_partition_the_global_batch():
     for chunk in (0, 3, whole.chunks_per_epoch - 1):
         full = whole.batch(chunk)
         split = [p.batch(chunk) for p in parts]
-        for field in ("x", "y", "reset", "artist"):
+        for field in ("x", "y", "mask", "reset", "artist"):
             assert torch.equal(getattr(full, field), torch.cat([getattr(s, field) for s in split]))
-    # consecutive chunks continue the same text: the carried state sees contiguous characters
-    b0, b1 = whole.batch(0), whole.batch(1)
-    assert torch.equal(b0.y[:, -1], b1.x[:, 0])
-    assert torch.equal(b0.x[:, 1:], b0.y[:, :-1])
+        assert whole.global_targets(chunk) == int(full.mask.sum()) == parts[1].global_targets(chunk)
 
 
-def test_resets_mark_song_starts():
+def test_songs_start_at_chunk_boundaries_with_a_reset_and_nothing_crosses_songs():
     tokens, starts, artists = _toy()
-    sb = StreamBatches(tokens, starts, artists, batch_size=4, seq_len=10)  # stream_len 250
-    marked = set()
+    sb = StreamBatches(tokens, starts, artists, batch_size=2, seq_len=10)
+    first_chars = {}
     for c in range(sb.chunks_per_epoch):
         b = sb.batch(c)
-        for s, t in zip(*np.nonzero(b.reset.numpy())):
-            marked.add(int(sb.streams[s] * sb.stream_len + c * 10 + t))
-    inside = {int(p) for p in starts if p % sb.stream_len < sb.chunks_per_epoch * 10}
-    stream_starts = {int(s * sb.stream_len) for s in range(4)}
-    assert marked == inside | stream_starts
-    # artist id follows the song each character belongs to
-    b = sb.batch(13)  # positions 130..139 in stream 0: song 1 starts at 130
-    assert b.artist[0].tolist() == [1] * 10
-
-
-def test_reset_mask_vectorised():
-    m = _reset_mask(np.array([5, 12, 20]), np.array([0, 10, 30]), 10)
-    assert np.flatnonzero(m[0]).tolist() == [5] and np.flatnonzero(m[1]).tolist() == [2] and not m[2].any()
+        for i in range(2):
+            xs, ys, ms = b.x[i].tolist(), b.y[i].tolist(), b.mask[i].tolist()
+            for t in range(10):  # every target is the next character of the same song
+                if ms[t]:
+                    assert ys[t] == (xs[t] + 1) % 251
+            if b.reset[i]:
+                first_chars[xs[0]] = b.artist[i, 0].item()
+    # every song that the epoch reaches begins a chunk, with a reset and its own artist id
+    reached = [k for k, s in enumerate(starts) if sb.layout.pstarts[k] < 2 * sb.stream_len]
+    for k in reached:
+        if sb.layout.pstarts[k] % sb.stream_len < sb.chunks_per_epoch * 10:
+            assert first_chars[int(tokens[starts[k]])] == k
+    # nothing is predicted across a song boundary: song k's first character is never a target
+    for c in range(sb.chunks_per_epoch):
+        b = sb.batch(c)
+        for k in range(1, len(starts)):
+            prev_last = int(tokens[starts[k] - 1])
+            hit = (b.x == prev_last) & b.mask
+            assert not (hit & (b.y == int(tokens[starts[k]])) & (b.y != (b.x + 1) % 251)).any()
 
 
 @pytest.mark.parametrize("world", [1, 2, 3])
@@ -103,14 +89,17 @@ def test_eval_streams_score_every_target_once(world):
         ev = EvalStreams(tokens, starts, artists, num_streams=6, seq_len=16, rank=r, world_size=world)
         for c in range(len(ev)):
             b = ev.batch(c)
-            pos = ev.lo[:, None] + c * 16 + np.arange(16)
-            seen.extend(pos[b.mask.numpy()].tolist())
-            assert torch.equal(b.y[b.mask], torch.from_numpy(tokens[pos[b.mask.numpy()] + 1].astype(np.int64)))
-    assert sorted(seen) == list(range(996))
+            index, _, target, _ = ev.layout.lookup(ev.streams[:, None] * ev.stream_len + c * 16 + np.arange(16))
+            assert torch.equal(torch.from_numpy(target), b.mask)
+            seen.extend(index[target].tolist())
+            assert torch.equal(b.y[b.mask], torch.from_numpy(tokens[index[target] + 1].astype(np.int64)))
+    bounds = list(starts) + [997]
+    expected = [p for a, b in zip(bounds[:-1], bounds[1:]) for p in range(a, b - 1)]
+    assert sorted(seen) == expected
 
 
 def test_too_small_corpus_is_a_clear_error():
-    tokens, starts, artists = _toy(n=100)
+    tokens, starts, artists = _toy(n=100, starts=(0, 40))
     with pytest.raises(LyricdistError, match="corpus too small"):
         StreamBatches(tokens, starts, artists, batch_size=10, seq_len=16)
     with pytest.raises(LyricdistError, match="not divisible"):
@@ -118,15 +107,16 @@ def test_too_small_corpus_is_a_clear_error():
 
 
 def test_eval_layout_does_not_depend_on_world_size():
-    tokens, starts, artists = _toy(n=70)  # only 4 chunks of 16: fewer streams than requested
+    tokens, starts, artists = _toy(n=70, starts=(0, 33))  # fewer chunks than requested streams
     layouts = []
     for world in (1, 2, 3):
-        spans = set()
+        streams = []
         for r in range(world):
             ev = EvalStreams(tokens, starts, artists, num_streams=8, seq_len=16, rank=r, world_size=world)
-            spans |= {(int(a), int(b)) for a, b in zip(ev.lo, ev.hi) if b > a}
-        layouts.append(spans)
-    assert layouts[0] == layouts[1] == layouts[2]
+            streams += [tuple(ev.batch(c).x[i].tolist() for c in range(len(ev))) for i in range(len(ev.streams))
+                        if any(ev.batch(c).mask[i].any() for c in range(len(ev)))]
+        layouts.append(streams)
+    assert layouts[0] == layouts[1] == layouts[2] and len(layouts[0]) >= 2
 
 
 def test_bf16_autocast_runs_the_rnn_in_bf16_and_trains_fp32_weights():
@@ -134,8 +124,7 @@ def test_bf16_autocast_runs_the_rnn_in_bf16_and_trains_fp32_weights():
     torch.manual_seed(0)
     model = CharRNN(ModelConfig(num_layers=2, hidden_size=16), 9)
     x = torch.randint(0, 9, (4, 10))
-    reset = torch.zeros(4, 10, dtype=torch.bool)
-    reset[2, 5] = True
+    reset = torch.tensor([False, False, True, False])
     with torch.autocast("cpu", dtype=torch.bfloat16):
         logits, state = model(x, None, reset)
     assert state[0].dtype == torch.bfloat16
