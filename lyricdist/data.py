@@ -66,6 +66,7 @@ class Batch:
     mask: torch.Tensor  # [b, T] bool: which targets count (padding and song boundaries do not)
     reset: torch.Tensor  # [b] bool: zero this stream's state before the chunk (a song starts here)
     artist: torch.Tensor  # [b, T] int64 artist id of each input position
+    n_global: int = 0  # training: targets scored in this chunk over all processes' streams
 
 
 class SongLayout:
@@ -148,7 +149,9 @@ class StreamBatches:
         return streams[:, None] * self.stream_len + chunk * self.seq_len + np.arange(self.seq_len)
 
     def batch(self, chunk: int) -> Batch:
-        return _batch(self.tokens, self.layout, self._positions(self.streams, chunk), chunk == 0)
+        b = _batch(self.tokens, self.layout, self._positions(self.streams, chunk), chunk == 0)
+        b.n_global = int(b.mask.sum()) if len(self.streams) == self.batch_size else self.global_targets(chunk)
+        return b
 
     def global_targets(self, chunk: int) -> int:
         """Targets scored in chunk c over all processes' streams: the loss is a mean over exactly these."""

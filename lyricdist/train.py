@@ -286,7 +286,7 @@ class Trainer:
         if chunk == 0:
             self.state = None
         b = self.batches.batch(chunk)
-        n_global = self.batches.global_targets(chunk)
+        n_global = b.n_global
         scale = acc.num_processes / max(n_global, 1)
         x, y, mask, reset, artist = (v.to(dev, non_blocking=True) for v in (b.x, b.y, b.mask, b.reset, b.artist))
         micro = x.shape[0] // t.grad_accum
