@@ -157,3 +157,12 @@ def test_presets_match_the_write_ups():
     assert original.model.embedding_dim == 0  # one-hot, as the original
     base = load_config(CONFIGS / "base-1x128.yaml")
     assert (base.model.num_layers, base.model.hidden_size) == (1, 128)
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("similarity-*.yaml")), ids=lambda p: p.name)
+def test_every_similarity_config_loads(path):
+    from lyricdist.similarity import load_config as load_similarity_config
+
+    cfg = load_similarity_config(path)
+    cfg.validate()
+    assert cfg.model.hidden_size > 0

@@ -60,7 +60,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None):
 def _config_from_args(parser, args):
     from .config import SimilarityConfig
 
-    init = parser.instantiate_classes(args).train
+    init = parser.instantiate(args).train
     return SimilarityConfig(data=init.data, model=init.model, train=init.train, tracking=init.tracking)
 
 
@@ -88,7 +88,7 @@ def cli_run(parser, args) -> int:
         from .config import SimilarityConfig
         from .embed import embed
 
-        tracking = parser.instantiate_classes(args).embed.tracking
+        tracking = parser.instantiate(args).embed.tracking
         info = embed(a.checkpoint, list(a.sources) or None, a.out, SimilarityConfig(tracking=tracking))
         print(f"wrote {info['png']} ({info['songs']} songs; PCA explains "
               f"{sum(info['explained_variance']):.0%} of the variance)")
