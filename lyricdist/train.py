@@ -12,7 +12,9 @@ import json
 import math
 import os
 import shutil
+import signal
 import sys
+import threading
 import time
 from contextlib import nullcontext
 from dataclasses import asdict
@@ -316,7 +318,6 @@ class Trainer:
 
         t, acc = self.cfg.train, self.acc
         save_every = t.save_every or t.eval_every
-        chars_per_step = t.batch_size * t.seq_len
         bar = tqdm(
             total=t.max_steps,
             initial=self.step,
@@ -329,6 +330,7 @@ class Trainer:
         window_targets, window_steps, window_start = 0, 0, time.perf_counter()
         last_metrics: dict = {}
         self.model.train()
+        self._catch_signals()
         try:
             while self.step < t.max_steps:
                 nll, n_targets, grad_norm = self.train_step()
@@ -341,7 +343,7 @@ class Trainer:
                     train_loss = acc.reduce(window_nll, "sum").item() / max(window_targets, 1)
                     metrics = {
                         "train_loss": train_loss,
-                        "chars_per_sec": window_steps * chars_per_step / max(elapsed, 1e-9),
+                        "chars_per_sec": window_targets / max(elapsed, 1e-9),  # real characters, all processes
                         "lr": self.lr,
                         "grad_norm": float(grad_norm),
                         "epoch": self.step / self.batches.chunks_per_epoch,
@@ -361,19 +363,51 @@ class Trainer:
                     metrics = self.evaluate()
                     self.tracker.log(metrics, self.step)
                     self.on_evaluation(metrics)
-                if self.step % save_every == 0 or self.step == t.max_steps:
+                saved = self.step % save_every == 0 or self.step == t.max_steps
+                if saved:
                     self._save_state()
-        except KeyboardInterrupt:
-            if acc.num_processes == 1:
-                acc.print(f"\ninterrupted: saving resumable state at step {self.step}; continue with --resume")
-                self._save_state()
-            raise
+                if self.step < t.max_steps and self._stop_requested():
+                    name = signal.Signals(self._stop_signal or signal.SIGTERM).name
+                    acc.print(f"\n{name}: saving resumable state at step {self.step}; continue with --resume")
+                    if not saved:
+                        self._save_state()
+                    raise TrainingStopped(self._stop_signal or signal.SIGTERM)
         finally:
             bar.close()
+            self._restore_signals()
         if acc.is_main_process and not (self.out / "checkpoints" / "last").exists():
             self._save_portable("last", last_metrics)
         self.tracker.finish()
         return last_metrics
+
+    # ---- stopping on a signal: SIGTERM (preemption, scancel, torchrun shutdown), SIGUSR1 (SLURM time limit), ^C --
+    def _catch_signals(self) -> None:
+        self._stop_signal = None
+        self._previous_handlers = {}
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def handler(signum, frame):
+            if self._stop_signal == signal.SIGINT and signum == signal.SIGINT:
+                raise KeyboardInterrupt  # a second ^C: stop now
+            self._stop_signal = signum
+
+        for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
+            self._previous_handlers[sig] = signal.signal(sig, handler)
+
+    def _restore_signals(self) -> None:
+        for sig, previous in self._previous_handlers.items():
+            signal.signal(sig, previous)
+        self._previous_handlers = {}
+
+    def _stop_requested(self) -> bool:
+        """Whether any process got a stop signal. With several processes they agree at log steps (one all-reduce)."""
+        if self.acc.num_processes == 1:
+            return self._stop_signal is not None
+        if self.step % self.cfg.train.log_every:
+            return False
+        flag = torch.tensor(float(self._stop_signal is not None), device=self.acc.device)
+        return self.acc.reduce(flag, "sum").item() > 0
 
     def on_evaluation(self, metrics: dict) -> None:
         """Samples, `last` and (if improved) `best` checkpoints: main process only."""
@@ -406,6 +440,14 @@ class Trainer:
             corpus=str(self.cfg.data.corpus),
             train=asdict(self.cfg.train),
         )
+
+
+class TrainingStopped(Exception):
+    """Training stopped on a signal after saving its resumable state."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = int(signum)
 
 
 def train(cfg: RunConfig, resume: bool = False) -> dict:
@@ -446,7 +488,10 @@ def load_config(path: str, overrides: list[str] | None = None) -> RunConfig:
 def cli_run(parser, args) -> int:
     from accelerate import PartialState
 
-    metrics = train(config_from_args(parser, args), resume=args.resume)
+    try:
+        metrics = train(config_from_args(parser, args), resume=args.resume)
+    except TrainingStopped as stopped:
+        return 128 + stopped.signum
     if metrics.get("val_loss") is not None and PartialState().is_main_process:
         print(f"final: val_loss {metrics['val_loss']:.4f} nats, {metrics['val_bpc']:.4f} bits/char")
     return 0

@@ -298,3 +298,33 @@ def test_ray_job_submit_scrapes_the_fake_genius(ray_head, fake_genius, tmp_path)
     info = client.get_job_info("scrape-1")
     assert FAKE_TOKEN not in json.dumps(info.runtime_env) and FAKE_TOKEN not in info.entrypoint
     assert FAKE_TOKEN not in client.get_job_logs("scrape-1")
+
+
+@pytest.mark.slow
+def test_sbatch_time_limit_signal_saves_state_then_requeues(demo_corpus, tmp_path):
+    """Slurm's USR1 warning: the script's trap stops training with SIGTERM (every rank saves OUT_DIR/state at the
+    same step), then asks Slurm to requeue the job (a stub `scontrol` records the call)."""
+    stub_bin = tmp_path / "bin"
+    stub_bin.mkdir()
+    calls = tmp_path / "scontrol.calls"
+    (stub_bin / "scontrol").write_text(f'#!/usr/bin/env bash\necho "$@" >> {calls}\n')
+    (stub_bin / "scontrol").chmod(0o755)
+    out = tmp_path / "run"
+    env = {**os.environ, "PATH": f"{stub_bin}:{BIN_PATH}", "SLURM_SUBMIT_DIR": str(REPO), "SLURM_JOB_ID": "4243",
+           "GPUS_PER_NODE": "2", "MAIN_PROCESS_PORT": str(free_port())}
+    proc = subprocess.Popen(
+        ["bash", str(LAUNCH / "slurm" / "train-single-node.sbatch"), "--config", str(CONFIGS / "tiny.yaml"),
+         "--data.corpus", str(demo_corpus), "--train.out_dir", str(out), "--train.max_steps", "100000",
+         "--train.save_every", "100000", "--train.eval_every", "100000"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    deadline = time.time() + 240
+    while not (out / "metrics.jsonl").exists() or len((out / "metrics.jsonl").read_text().splitlines()) < 2:
+        assert proc.poll() is None and time.time() < deadline, "training did not start"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGUSR1)
+    output = proc.communicate(timeout=240)[0]
+    assert calls.read_text().split() == ["requeue", "4243"], output[-3000:]
+    state = json.loads((out / "state" / "trainer_state.json").read_text())
+    assert state["num_processes"] == 2 and 0 < state["step"] < 100000 and state["step"] % 5 == 0, output[-3000:]
+    assert "saving resumable state" in output

@@ -240,3 +240,26 @@ def test_readers_never_modify_a_checkpoint_being_swapped(tmp_path):
     tmp.mkdir()
     assert readable_dir(tmp_path / "checkpoints" / "last") == old
     assert old.exists() and tmp.exists() and not (tmp_path / "checkpoints" / "last").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1])
+def test_stop_signal_saves_state_and_resume_matches(demo_corpus, tmp_path, sig):
+    """Preemption (SIGTERM) or SLURM's time-limit warning (SIGUSR1): state is saved at once, nothing is lost."""
+    out = tmp_path / "run"
+    proc = _train_proc(demo_corpus, out, "--train.save_every=1000")  # no periodic saves: only the signal's
+    deadline = time.time() + 120
+    while not (out / "metrics.jsonl").exists() or len((out / "metrics.jsonl").read_text().splitlines()) < 3:
+        assert proc.poll() is None and time.time() < deadline, "training ended before it could be signalled"
+        time.sleep(0.01)
+    proc.send_signal(sig)
+    assert proc.wait(timeout=120) == 128 + sig, proc.stderr.read()[-2000:]
+    stopped_at = _state_step(out)
+    assert 30 <= stopped_at < 400
+    resumed = _train_proc(demo_corpus, out, "--train.save_every=1000", "--resume")
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()[-2000:]
+    ref = _train_proc(demo_corpus, tmp_path / "ref", "--train.save_every=1000")
+    assert ref.wait(timeout=300) == 0
+    a = load_file(str(tmp_path / "ref" / "checkpoints" / "last" / "model.safetensors"))
+    b = load_file(str(out / "checkpoints" / "last" / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
