@@ -17,16 +17,16 @@ from typing import Any
 from .config import RunConfig
 from .fileio import atomic_write_text
 
-SECRET_PATTERN = re.compile(r"(token|secret|api_key|apikey|password)", re.IGNORECASE)
+SECRET_PATTERN = re.compile(r"(access_token|auth_token|secret|api_key|apikey|password)", re.IGNORECASE)
 SECRET_ENV = ("WANDB_API_KEY", "GENIUS_ACCESS_TOKEN")
 METRIC_KEYS = ("step", "train_loss", "val_loss", "val_bpc", "chars_per_sec", "lr")
 
 
 def scrub(obj: Any) -> Any:
-    """Drop secret-looking keys and any value equal to a secret from the environment."""
+    """Redact the values of secret-looking keys and any value containing a secret from the environment."""
     secrets = {os.environ[k] for k in SECRET_ENV if os.environ.get(k)}
     if isinstance(obj, dict):
-        return {k: scrub(v) for k, v in obj.items() if not SECRET_PATTERN.search(str(k))}
+        return {k: "<redacted>" if SECRET_PATTERN.search(str(k)) else scrub(v) for k, v in obj.items()}
     if isinstance(obj, list):
         return [scrub(v) for v in obj]
     if isinstance(obj, str) and any(s and s in obj for s in secrets):

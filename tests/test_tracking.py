@@ -107,5 +107,7 @@ def test_mode_defaults(monkeypatch, demo_corpus, tmp_path):
 
 def test_scrub_removes_secrets(monkeypatch):
     monkeypatch.setenv("GENIUS_ACCESS_TOKEN", FAKE_GENIUS)
-    cleaned = scrub({"a": {"api_key": "x", "note": f"uses {FAKE_GENIUS}"}, "tags": [FAKE_GENIUS, "ok"], "lr": 1})
-    assert cleaned == {"a": {"note": "<redacted>"}, "tags": ["<redacted>", "ok"], "lr": 1}
+    cleaned = scrub({"a": {"api_key": "x", "note": f"uses {FAKE_GENIUS}"}, "tags": [FAKE_GENIUS, "ok"], "lr": 1,
+                     "max_tokens": 5})
+    assert cleaned == {"a": {"api_key": "<redacted>", "note": "<redacted>"}, "tags": ["<redacted>", "ok"], "lr": 1,
+                       "max_tokens": 5}
