@@ -1,9 +1,10 @@
 """`lyricdist scrape`: Genius lyrics for many artists, one Ray task per artist, into a HuggingFace dataset.
 
 lyricsgenius does the HTTP; a requests adapter mounted on its session adds what it lacks: a request-rate limit
-shared by every task in the cluster (a named Ray actor), and retries with exponential backoff and jitter on 429,
-5xx, timeouts and dropped connections (lyricsgenius raises AssertionError on a non-200 API answer, returns error
-pages as lyrics, and retries only timeouts). Each finished artist is saved at once under OUT/raw/, so a crash
+shared by every task of every job in the cluster (a named, detached Ray actor per Genius API root), and retries
+with exponential backoff and jitter on 429, 5xx, timeouts and connections dropped before or during the body
+(lyricsgenius raises AssertionError on a non-200 API answer, returns error pages as lyrics, and retries only
+timeouts). Each finished artist is saved at once under OUT/raw/, so a crash
 loses only the artists in flight and a re-run skips finished ones (`--refresh` redoes them).
 
 Exit codes: 0 every artist done; 1 bad input (e.g. GENIUS_ACCESS_TOKEN unset); 2 bad arguments;
@@ -24,6 +25,7 @@ import shutil
 import sys
 import time
 import unicodedata
+import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +48,7 @@ ROOT_ENVS = {  # env var -> (lyricsgenius Sender attribute, default)
 EXCLUDED_TERMS = ["(Remix)", "(Live)"]  # on top of lyricsgenius's defaults (tracklist, skit, ...)
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 LIMITER_NAME = "lyricdist-genius-rate-limiter"
+LIMITER_NAMESPACE = "lyricdist"  # fixed, so that every job on the cluster finds the same limiter
 RECORD_VERSION = 1
 
 
@@ -58,19 +61,27 @@ _SECTION_HEADER = re.compile(r"\[[^\]\n]*\]")
 _MIGHT_ALSO_LIKE = re.compile(r"You might also like\n?", re.I)
 _TICKETS = re.compile(r"Get tickets as low as \$[\d.,]+")
 _SEE_LIVE = re.compile(r"See ([^\n]{1,80}?) Live(?=Get tickets)")
-_EMBED = re.compile(r"\d*\s*Embed\s*\Z")
+_EMBED = re.compile(r"(\d+(?:\.\d)?K|\d*)Embed\s*\Z")
 _ODD_SPACES = str.maketrans({"\u2005": " ", "\u205f": " ", "\xa0": " ", "\u200b": None, "\u2009": " "})
 _VERSION_WORDS = re.compile(
-    r"remaster|live|demo|version|mix|edit|mono|stereo|acoustic|feat|ft\.|instrumental|radio|extended|bonus|deluxe",
+    r"\b(?:remaster(?:ed)?|live|demo|versions?|(?:re)?mix(?:es|ed)?|edit|mono|stereo|acoustic|feat(?:uring)?|ft"
+    r"|instrumental|radio|extended|bonus|deluxe)\b",
     re.I,
 )
+
+
+def _title_heading(title: str) -> str | None:
+    """A pattern for Genius's "<Title> Lyrics" heading that ignores case, quote style and punctuation, as the
+    page may spell the title differently from the API ("HUMBLE. Lyrics" for "Humble", ’ for ')."""
+    words = re.findall(r"\w+", title)
+    return "(?i:" + r"\W+".join(map(re.escape, words)) + r")\W*Lyrics" if words else None
 
 
 def _strip_page_header(text: str, title: str) -> str:
     """Drop "N Contributors", a "Translations" language list and the "<Title> Lyrics" heading (+ its blurb)."""
     head = text.lstrip()
     junk_prefix = _CONTRIBUTORS.match(head) or head.startswith("Translations")
-    patterns = [re.escape(title) + r"\s*Lyrics"] if title else []
+    patterns = [p for p in [_title_heading(title)] if p]
     if junk_prefix:
         patterns.append(r"Lyrics")  # the first "Lyrics" after the contributor/translation block ends the heading
     for pattern in patterns:
@@ -86,6 +97,24 @@ def _strip_page_header(text: str, title: str) -> str:
     return head
 
 
+def _strip_embed(text: str) -> str:
+    """Drop the "<counter>Embed" Genius glues to the end of the lyrics ("...the wind12Embed", "1.2KEmbed").
+
+    The counter is at most 4 digits (or "1.2K"); longer digit runs keep their leading digits. When the lyric's
+    last word is itself a number ("Route 662Embed"), where the number ends is unknowable: the counter is taken
+    to be one digit, so the lyric keeps "Route 66" (a stray digit is less harm than a lost lyric word).
+    """
+    found = _EMBED.search(text)
+    if not found:
+        return text
+    before, counter = text[: found.start()], found.group(1)
+    if counter.isdigit() and before[-1:] in (" ", "\t"):
+        return before + counter[:-1]
+    if counter.isdigit() and len(counter) > 4:
+        return before + counter[:-4]
+    return before
+
+
 def clean_lyrics(raw: str, title: str = "", artist: str = "") -> str:
     """Lyrics without the Genius page junk that leaks through lyricsgenius, and without [Section] headers.
 
@@ -93,7 +122,7 @@ def clean_lyrics(raw: str, title: str = "", artist: str = "") -> str:
     """
     text = (raw or "").translate(_ODD_SPACES).replace("\r\n", "\n")
     text = _strip_page_header(text, title)
-    text = _EMBED.sub("", text.rstrip())
+    text = _strip_embed(text.rstrip())
     text = _MIGHT_ALSO_LIKE.sub("\n", text)
     text = _SEE_LIVE.sub("\n", text)
     text = _TICKETS.sub("\n", text)
@@ -258,37 +287,65 @@ def genius_roots(env: dict[str, str] | None = None) -> dict[str, str]:
     return roots
 
 
+def is_song_page(url: str, roots: dict[str, str]) -> bool:
+    """A lyric page, not an API call: the default public API root (genius.com/api/) lies under the web root."""
+    return url.startswith(roots["WEB_ROOT"]) and not url.startswith((roots["API_ROOT"], roots["PUBLIC_API_ROOT"]))
+
+
 @ray.remote(num_cpus=0)
 class RateLimiter:
-    """One request-rate limit for every task in the cluster: each request books the next free slot."""
+    """One request-rate limit for every task of every job in the cluster: each request books the next free slot.
+
+    Progress counts are kept per run (a `run` key chosen by each driver), so concurrent scrapes that share the
+    budget still each report their own requests and songs.
+    """
 
     def __init__(self, rate: float):
-        self.configure(rate)
-
-    def configure(self, rate: float) -> None:
         self.interval = 1.0 / rate
         self.next_free = time.monotonic()
-        self.started = time.monotonic()
-        self.counts = {"requests": 0, "retries": 0, "songs": 0}
+        self.runs: dict[str, dict] = {}
 
-    def acquire(self, retry: bool = False) -> float:
+    def configure(self, rate: float) -> None:
+        """The latest job's rate applies to everyone; slots already booked stay booked."""
+        self.interval = 1.0 / rate
+
+    def _run(self, run: str) -> dict:
+        return self.runs.setdefault(run, {"requests": 0, "retries": 0, "songs": 0, "started": time.monotonic()})
+
+    def acquire(self, run: str = "", retry: bool = False) -> float:
         """Seconds the caller must wait before sending its request."""
         now = time.monotonic()
         slot = max(now, self.next_free)
         self.next_free = slot + self.interval
-        self.counts["requests"] += 1
-        self.counts["retries"] += int(retry)
+        counts = self._run(run)
+        counts["requests"] += 1
+        counts["retries"] += int(retry)
         return slot - now
 
     def pause(self, seconds: float) -> None:
         """Genius said 429: nobody sends for a while."""
         self.next_free = max(self.next_free, time.monotonic() + seconds)
 
-    def song_fetched(self) -> None:
-        self.counts["songs"] += 1
+    def song_fetched(self, run: str = "") -> None:
+        self._run(run)["songs"] += 1
 
-    def stats(self) -> dict:
-        return {**self.counts, "seconds": time.monotonic() - self.started}
+    def stats(self, run: str = "") -> dict:
+        counts = dict(self._run(run))
+        return {**counts, "seconds": time.monotonic() - counts.pop("started")}
+
+    def forget(self, run: str) -> None:
+        self.runs.pop(run, None)
+
+
+def shared_limiter(rate: float, roots: dict[str, str]):
+    """The cluster's rate limiter for the Genius API at `roots` (one per API root, since the budget is Genius's),
+    created on first use; detached, so it outlives the job that created it while other jobs still use it."""
+    digest = hashlib.sha1(roots["API_ROOT"].encode()).hexdigest()[:10]
+    limiter = RateLimiter.options(
+        name=f"{LIMITER_NAME}-{digest}", namespace=LIMITER_NAMESPACE, lifetime="detached", get_if_exists=True
+    ).remote(rate)
+    ray.get(limiter.configure.remote(rate))
+    return limiter
 
 
 def _retry_after(response: requests.Response) -> float:
@@ -299,34 +356,42 @@ def _retry_after(response: requests.Response) -> float:
 
 
 class PoliteAdapter(HTTPAdapter):
-    """Every request waits for the shared rate limiter; 429/5xx/timeouts are retried with backoff and jitter."""
+    """Every request waits for the shared rate limiter; 429/5xx, timeouts and connections dropped before or
+    during the body are retried with backoff and jitter."""
 
-    def __init__(self, limiter, web_root: str, retries: int, backoff: float, max_backoff: float = 60.0):
+    def __init__(self, limiter, roots: dict[str, str], retries: int, backoff: float, max_backoff: float = 60.0,
+                 run: str = ""):
         super().__init__()
         self.limiter = limiter
-        self.web_root = web_root
+        self.roots = roots
         self.retries = retries
         self.backoff = backoff
         self.max_backoff = max_backoff
+        self.run = run
 
     def send(self, request, **kwargs):
-        is_page = request.url.startswith(self.web_root)
+        is_page = is_song_page(request.url, self.roots)
         attempt = 0
         while True:
-            wait = ray.get(self.limiter.acquire.remote(retry=attempt > 0))
+            wait = ray.get(self.limiter.acquire.remote(self.run, retry=attempt > 0))
             if wait > 0:
                 time.sleep(wait)
             retry_after = 0.0
             try:
                 response = super().send(request, **kwargs)
+                if not kwargs.get("stream"):
+                    # Session.send would read the body after we return, out of reach of these retries
+                    _ = response.content
             except requests.Timeout:
                 problem = "timed out"
-            except requests.ConnectionError:
+            except requests.ConnectionError:  # includes a read timeout mid-body
                 problem = "connection failed"
+            except requests.exceptions.ChunkedEncodingError:  # the body ended early
+                problem = "connection dropped mid-body"
             else:
                 if response.status_code not in RETRY_STATUSES:
                     if is_page and response.ok:
-                        self.limiter.song_fetched.remote()
+                        self.limiter.song_fetched.remote(self.run)
                     return response
                 problem = f"HTTP {response.status_code}"
                 retry_after = _retry_after(response)
@@ -341,8 +406,18 @@ class PoliteAdapter(HTTPAdapter):
             attempt += 1
 
 
+def is_excluded_title(title: str) -> bool:
+    """True for titles holding one of EXCLUDED_TERMS, matched literally and case-insensitively ("Alive" stays)."""
+    folded = title.casefold()
+    return any(term.casefold() in folded for term in EXCLUDED_TERMS)
+
+
 def genius_client(token: str, roots: dict[str, str], timeout: float = 10.0):
-    """A lyricsgenius client with the issue's settings, pointed at `roots` (see `genius_roots`)."""
+    """A lyricsgenius client with the issue's settings, pointed at `roots` (see `genius_roots`).
+
+    EXCLUDED_TERMS are applied here, not passed to lyricsgenius: before 3.x releases that escape them, it read
+    excluded terms as regexes, so "(Live)" also dropped "Alive".
+    """
     from lyricsgenius import Genius
 
     genius = Genius(
@@ -352,10 +427,13 @@ def genius_client(token: str, roots: dict[str, str], timeout: float = 10.0):
         retries=0,  # PoliteAdapter retries
         remove_section_headers=False,  # clean_lyrics removes them, so lyrics_raw keeps them
         skip_non_songs=True,
-        excluded_terms=EXCLUDED_TERMS,
     )
     for attr, url in roots.items():
         setattr(genius, attr, url)  # instance attributes shadow lyricsgenius's class constants
+    # lyricsgenius's filter for the songs it fetches, wrapped on the instance (a subclass would lose the token:
+    # lyricsgenius checks `type(self).__name__ == "Genius"` to tell itself from its public-API-only client)
+    library_filter = genius._result_is_lyrics
+    genius._result_is_lyrics = lambda song: library_filter(song) and not is_excluded_title(song.get("title") or "")
     return genius
 
 
@@ -382,13 +460,14 @@ def fetch_artist(
     retries: int = 5,
     backoff: float = 1.0,
     timeout: float = 10.0,
+    run: str = "",
 ) -> dict:
     """One artist's raw record: {"status": "done", songs...} or {"status": "failed", "error": ...}; never raises."""
     started = time.monotonic()
     base = {"version": RECORD_VERSION, "name": spec.name, "genius_id": spec.genius_id, "max_songs": max_songs}
     try:
         genius = genius_client(token.reveal(), roots, timeout=timeout)
-        adapter = PoliteAdapter(limiter, roots["WEB_ROOT"], retries=retries, backoff=backoff)
+        adapter = PoliteAdapter(limiter, roots, retries=retries, backoff=backoff, run=run)
         genius._session.mount("http://", adapter)
         genius._session.mount("https://", adapter)
         artist_id = spec.genius_id
@@ -515,8 +594,8 @@ def _run_tasks(pending, max_songs, token, roots, workers, rate_limit, retries, b
     """Keep `workers` artist tasks in flight; hand each finished record to `on_record` at once."""
     from tqdm.auto import tqdm
 
-    limiter = RateLimiter.options(name=LIMITER_NAME, get_if_exists=True).remote(rate_limit)
-    ray.get(limiter.configure.remote(rate_limit))
+    limiter = shared_limiter(rate_limit, roots)
+    run = uuid.uuid4().hex  # this run's key for the limiter's progress counts
     task = ray.remote(fetch_artist).options(num_cpus=0, max_retries=2, scheduling_strategy="SPREAD")
     queue = deque(pending)
     in_flight: dict = {}
@@ -526,7 +605,7 @@ def _run_tasks(pending, max_songs, token, roots, workers, rate_limit, retries, b
         while queue or in_flight:
             while queue and len(in_flight) < workers:
                 spec = queue.popleft()
-                ref = task.remote(spec, max_songs, token, roots, limiter, retries, backoff, timeout)
+                ref = task.remote(spec, max_songs, token, roots, limiter, retries, backoff, timeout, run)
                 in_flight[ref] = spec
             ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=0.5)
             for ref in ready:
@@ -538,7 +617,7 @@ def _run_tasks(pending, max_songs, token, roots, workers, rate_limit, retries, b
                               "error": f"Ray task failed: {type(e).__name__}"}
                 on_record(spec, record)
                 bar.update(1)
-            stats = ray.get(limiter.stats.remote())
+            stats = ray.get(limiter.stats.remote(run))
             bar.set_postfix(songs=stats["songs"], req_s=f"{stats['requests'] / max(stats['seconds'], 1e-9):.1f}",
                             retries=stats["retries"], refresh=False)
             bar.update(0)  # redraws at most every `mininterval` seconds
@@ -546,6 +625,7 @@ def _run_tasks(pending, max_songs, token, roots, workers, rate_limit, retries, b
         bar.close()
         for ref in in_flight:
             ray.cancel(ref, force=True)
+        limiter.forget.remote(run)
 
 
 def scrape(
@@ -744,7 +824,8 @@ def cli_parser():
     p.add_argument("--out", required=True, help="dataset directory (created; finished artists are reused)")
     p.add_argument("--refresh", action="store_true", help="scrape artists again even if already done")
     p.add_argument("--workers", type=int, default=8, help="artists scraped at once")
-    p.add_argument("--rate-limit", type=float, default=5.0, help="requests per second, shared by all workers")
+    p.add_argument("--rate-limit", type=float, default=5.0,
+                   help="requests per second, shared by all workers and by other scrapes on the cluster")
     p.add_argument("--retries", type=int, default=5, help="retries per request on 429, 5xx and timeouts")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds before a request times out")
     p.add_argument("--push-to-hub", type=str | None, default=None, help="also push the dataset to this Hub repo")

@@ -12,13 +12,15 @@ Usage (also from a `ray job submit` test: the service runs in the test process, 
                                                   # GENIUS_ACCESS_TOKEN (== FAKE_TOKEN)
         fake.inject(path="/web/", status=429, times=2)   # next 2 lyric pages answer 429
         fake.inject(path="songs/", delay=2.0)            # next song request answers after 2 s
+        fake.inject(path="/web/", cut_body=1.0)          # next lyric page sends half its body, stalls 1 s, hangs up
         fake.inject(path="artists/102", status=500, times=None)  # that artist is always broken
         fake.misdirect("Queen", to="Queen Latifah")      # search for "Queen" finds only Queen Latifah
         fake.latency = 0.05                              # every answer takes 50 ms
         fake.request_count("/web/")                      # requests served so far whose path contains that
         fake.request_times()                             # their arrival times (time.monotonic())
 
-API requests without `Authorization: Bearer FAKE_TOKEN` get 401.
+API requests without `Authorization: Bearer FAKE_TOKEN` get 401. `artists/ID/songs` lists songs by title, as
+Genius does, unless asked for `sort=popularity` (FakeSong.popularity, highest first).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ class FakeSong:
     release_date: str | None = "2011-03-04"
     lyrics_state: str = "complete"
     junk: bool = True  # leak Genius page junk into the lyrics container
+    popularity: int = 0  # order of `sort=popularity` (highest first)
 
 
 @dataclass
@@ -63,25 +66,26 @@ def catalogue() -> list[FakeArtist]:
         "Juniper Vale",
         [
             FakeSong(1001, "Lanterns", ["[Verse 1]", "Lanterns on the water", "carry us home", "",
-                                       "[Chorus]", "Oh the light, oh the light"]),
+                                       "[Chorus]", "Oh the light, oh the light"], popularity=800),
             FakeSong(1002, "Paper Boats", ["[Intro]", "Fold the morning into paper boats", "",
-                                          "[Verse 1]", "send them down the river"]),
-            FakeSong(1003, "Lanterns (Remastered 2011)", ["Lanterns on the water, remastered"]),
-            FakeSong(1004, "Paper Boats (Remix)", ["remix line"]),
-            FakeSong(1005, "Juniper Vale Tracklist", ["1. Lanterns", "2. Paper Boats"]),
-            FakeSong(1006, "Hollow Hymn", [], junk=False),
-            FakeSong(1007, "Unreleased Thing", ["never out"], lyrics_state="unreleased"),
+                                          "[Verse 1]", "send them down the river"], popularity=700),
+            FakeSong(1003, "Lanterns (Remastered 2011)", ["Lanterns on the water, remastered"], popularity=600),
+            FakeSong(1004, "Paper Boats (Remix)", ["remix line"], popularity=500),
+            FakeSong(1005, "Juniper Vale Tracklist", ["1. Lanterns", "2. Paper Boats"], popularity=400),
+            FakeSong(1006, "Hollow Hymn", [], junk=False, popularity=300),
+            FakeSong(1007, "Unreleased Thing", ["never out"], lyrics_state="unreleased", popularity=200),
             FakeSong(1008, "Quiet Fields", ["Quiet fields and quiet hearts", "we were young"], album=None,
-                     release_date=None),
+                     release_date=None, popularity=900),
         ],
     )
     kilowatt = FakeArtist(
         102,
         "DJ Kilowatt",
         [
-            FakeSong(2001, "Voltage", ["[Hook]", "Turn the voltage up", "up up"]),
-            FakeSong(2002, "Grid Down (Live)", ["live crowd noise"]),
-            FakeSong(2003, "Short Circuit", ["Short circuit in my heart", "sparks all night"]),
+            FakeSong(2001, "Voltage", ["[Hook]", "Turn the voltage up", "up up"], popularity=900),
+            FakeSong(2002, "Grid Down (Live)", ["live crowd noise"], popularity=100),
+            FakeSong(2003, "Short Circuit", ["Short circuit in my heart", "sparks all night"], popularity=800),
+            FakeSong(2004, "Alive", ["Still alive", "after the blackout"], popularity=850),  # not "(Live)"
         ],
     )
     queen = FakeArtist(103, "Queen", [FakeSong(3001, "Crown Song", ["We wear the crown", "all night long"])])
@@ -175,6 +179,7 @@ class _Fault:
     status: int | None
     delay: float
     times: int | None
+    cut_body: float | None = None
 
 
 class FakeGenius:
@@ -237,11 +242,13 @@ class FakeGenius:
         }
 
     # switches --------------------------------------------------------------------------------------------
-    def inject(self, path: str = "", status: int | None = None, delay: float = 0.0, times: int | None = 1) -> None:
+    def inject(self, path: str = "", status: int | None = None, delay: float = 0.0, times: int | None = 1,
+               cut_body: float | None = None) -> None:
         """The next `times` requests (None: all) whose path contains `path` wait `delay` s, then answer
-        `status` instead of the real answer (None: the real answer, only late)."""
+        `status` instead of the real answer (None: the real answer, only late). With `cut_body`, the answer's
+        headers and half its body are sent, then the server stalls `cut_body` s and hangs up (0: at once)."""
         with self._lock:
-            self._faults.append(_Fault(path, status, delay, times))
+            self._faults.append(_Fault(path, status, delay, times, cut_body))
 
     def misdirect(self, query: str, to: str) -> None:
         """Searching for `query` finds only the artist named `to` (name search matching the wrong artist)."""
@@ -287,7 +294,7 @@ class FakeGenius:
             status, payload = self._route(url.path, query, req.headers.get("Authorization", ""))
         except (KeyError, ValueError):
             status, payload = 404, {"meta": {"status": 404, "message": "Not found"}}
-        self._send(req, status, payload)
+        self._send(req, status, payload, cut_body=fault.cut_body if fault else None)
 
     def _route(self, path: str, query: dict, auth: str) -> tuple[int, object]:
         if path.startswith("/web/"):
@@ -333,12 +340,17 @@ class FakeGenius:
     def _artist_songs(self, artist: FakeArtist, query: dict) -> dict:
         per_page = int(query.get("per_page") or 20)
         page = int(query.get("page") or 1)
-        chunk = artist.songs[(page - 1) * per_page : page * per_page]
-        more = page * per_page < len(artist.songs)
+        if query.get("sort") == "popularity":
+            songs = sorted(artist.songs, key=lambda s: -s.popularity)
+        else:
+            songs = sorted(artist.songs, key=lambda s: s.title.casefold())
+        chunk = songs[(page - 1) * per_page : page * per_page]
+        more = page * per_page < len(songs)
         return {"songs": [_song_body(artist, s, full=False) for s in chunk], "next_page": page + 1 if more else None}
 
     @staticmethod
-    def _send(req: BaseHTTPRequestHandler, status: int, payload: object, headers: dict | None = None) -> None:
+    def _send(req: BaseHTTPRequestHandler, status: int, payload: object, headers: dict | None = None,
+              cut_body: float | None = None) -> None:
         if isinstance(payload, str):
             body, ctype = payload.encode(), "text/html; charset=utf-8"
         else:
@@ -350,6 +362,12 @@ class FakeGenius:
             for key, value in (headers or {}).items():
                 req.send_header(key, value)
             req.end_headers()
-            req.wfile.write(body)
+            if cut_body is None:
+                req.wfile.write(body)
+                return
+            req.wfile.write(body[: len(body) // 2])
+            req.wfile.flush()
+            time.sleep(cut_body)
+            req.close_connection = True  # the client gets fewer bytes than Content-Length promised
         except (BrokenPipeError, ConnectionResetError):  # the client gave up (a timeout test)
             pass

@@ -4,7 +4,12 @@ service over real HTTP with a local Ray cluster (one per module)."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
 from pathlib import Path
+
+import re
 
 import pytest
 
@@ -16,10 +21,14 @@ from lyricdist.scrape import (
     ArtistSpec,
     clean_lyrics,
     clean_songs,
+    genius_client,
     genius_roots,
+    is_excluded_title,
+    is_song_page,
     load_artists_file,
     normalise_title,
     scrape,
+    shared_limiter,
 )
 
 # --------------------------------------------------------------------------------------------------------------
@@ -74,6 +83,40 @@ def test_clean_title_heading_only_and_odd_spaces():
     assert clean_lyrics(raw, "Humble", "Kendrick Lamar") == "Nobody pray for me\n\nBe humble"
 
 
+@pytest.mark.parametrize(
+    "raw, title",
+    [
+        ("HUMBLE. Lyrics[Intro]\nBe humble", "Humble"),  # case and punctuation differ from the API title
+        ("Blowin’ in the Wind Lyrics\nBe humble", "Blowin' in the Wind"),  # curly quote on the page
+        ("DON'T STOP Lyrics\nBe humble", "Don’t Stop"),
+    ],
+)
+def test_clean_title_heading_ignores_case_quotes_and_punctuation(raw, title):
+    assert clean_lyrics(raw, title) == "Be humble"
+
+
+def test_clean_title_heading_needs_the_word_lyrics_capitalised():
+    assert clean_lyrics("Humble lyrics are what I write", "Humble") == "Humble lyrics are what I write"
+
+
+@pytest.mark.parametrize(
+    "raw, clean",
+    [
+        ("the wind12Embed", "the wind"),
+        ("the wind\n12Embed", "the wind"),
+        ("the wind\n1.2KEmbed", "the wind"),
+        ("the wind\nEmbed", "the wind"),
+        ("Route 662Embed", "Route 66"),  # a number ending the lyric keeps its digits, bar the counter's one
+        ("Route 66\n2Embed", "Route 66"),
+        ("Year 12345Embed", "Year 1234"),
+        ("the wind12345Embed", "the wind1"),  # never more than a 4-digit counter
+        ("catch 22 embedded in Embeds", "catch 22 embedded in Embeds"),
+    ],
+)
+def test_clean_embed_counter(raw, clean):
+    assert clean_lyrics(raw) == clean
+
+
 def test_clean_junk_only_is_empty():
     assert clean_lyrics("1 ContributorInstrumental Lyrics[Instrumental]\nEmbed", "Instrumental") == ""
     assert clean_lyrics("", "x") == ""
@@ -88,10 +131,54 @@ def test_clean_junk_only_is_empty():
         ("HUMBLE.", "Humble", True),
         ("Song", "Song (Part 2)", False),
         ("(Sittin' On) The Dock of the Bay", "The Dock of the Bay", False),
+        ("Song", "Song (feat. Someone)", True),
+        ("Song", "Song (ft. Someone)", True),
+        ("Song", "Song - Radio Edit", True),
+        ("Song", "Song (Live at Wembley)", True),
+        ("Song", "Song (Remix)", True),
+        ("Delive", "Delive - Edition", False),  # "edit" inside a word is not a version tag
+        ("Stayin'", "Stayin' (Alive)", False),
+        ("Song", "Song - Deliverance", False),
+        ("Song", "Song (Demolition)", False),
     ],
 )
 def test_normalise_title(a, b, same):
     assert (normalise_title(a) == normalise_title(b)) is same
+
+
+def test_song_pages_exclude_api_calls_under_the_web_root():
+    roots = genius_roots({})
+    assert roots["PUBLIC_API_ROOT"].startswith(roots["WEB_ROOT"])  # the default layout this guards against
+    assert is_song_page("https://genius.com/Abba-dancing-queen-lyrics", roots)
+    assert not is_song_page("https://genius.com/api/search/multi?q=ABBA", roots)
+    assert not is_song_page("https://api.genius.com/songs/1", roots)
+
+
+OLD_DEFAULT_TERMS = [r"track\s?list", r"album art(work)?", "liner notes", "booklet", "credits", "interview", "skit",
+                     "instrumental", "setlist"]
+
+
+def _regex_result_is_lyrics(self, song):
+    """lyricsgenius before it escaped excluded terms: each term is a regex."""
+    if song["lyrics_state"] != "complete" or song.get("instrumental"):
+        return False
+    return not re.search("|".join(f"({term})" for term in self.excluded_terms), song["title"], re.I)
+
+
+@pytest.mark.parametrize("library_filter", ["installed", "regex"])
+def test_excluded_terms_match_literally_with_any_lyricsgenius(library_filter, monkeypatch):
+    import lyricsgenius
+
+    if library_filter == "regex":
+        monkeypatch.setattr(lyricsgenius.Genius, "_result_is_lyrics", _regex_result_is_lyrics)
+        monkeypatch.setattr(lyricsgenius.Genius, "default_terms", OLD_DEFAULT_TERMS)
+    genius = genius_client("token", genius_roots({}))
+    song = {"lyrics_state": "complete", "instrumental": False}
+    assert genius._result_is_lyrics({**song, "title": "Alive"})
+    assert genius._result_is_lyrics({**song, "title": "Remixing the Night"})
+    for title in ("Grid Down (Live)", "Paper Boats (REMIX)", "Juniper Vale Tracklist"):
+        assert not genius._result_is_lyrics({**song, "title": title}), title
+    assert is_excluded_title("x (live)") and not is_excluded_title("Live Forever")
 
 
 def test_clean_songs_dedupes_keeps_most_popular_and_counts_empty():
@@ -140,6 +227,19 @@ def test_genius_roots_from_env():
     assert roots["API_ROOT"] == "http://127.0.0.1:9/api/" and roots["WEB_ROOT"] == "https://genius.com/"
     with pytest.raises(LyricdistError, match="GENIUS_WEB_ROOT"):
         genius_roots({"GENIUS_WEB_ROOT": "genius.com"})
+
+
+def test_ray_jobs_do_not_upload_scraped_data():
+    import yaml
+    from ray._private.thirdparty.pathspec import PathSpec  # what Ray matches runtime-env excludes with
+
+    spec = yaml.safe_load((CONFIGS.parent / "launch" / "ray" / "runtime-env.yaml").read_text())
+    excluded = PathSpec.from_lines("gitwildmatch", spec["excludes"]).match_file
+    for path in ("data/lyrics/train/data-00000-of-00001.arrow", "corpus/train.bin", "runs/x/state.json",
+                 "out/parquet/train.parquet"):
+        assert excluded(path), path
+    for path in ("lyricdist/scrape.py", "lyricdist/data.py", "configs/artists/original-21.yaml"):
+        assert not excluded(path), path
 
 
 def test_missing_token_is_a_clear_error(monkeypatch, tmp_path):
@@ -202,6 +302,8 @@ def test_scrape_dataset_contents_through_faults(fake, tmp_path):
     fake.inject(path="/web/", status=429, times=2)
     fake.inject(path="/api/songs/", status=500, times=1)
     fake.inject(path="/api/artists/102", delay=1.5, times=1)  # longer than the 0.5 s timeout
+    fake.inject(path="/web/", cut_body=1.5, times=1)  # the body stalls past the timeout after headers came
+    fake.inject(path="/api/artists/101/songs", cut_body=0, times=1)  # the connection drops mid-body
     out = tmp_path / "ds"
     report = scrape(["Juniper Vale", "DJ Kilowatt"], 20, out, parquet=True, **FAST)
 
@@ -211,10 +313,10 @@ def test_scrape_dataset_contents_through_faults(fake, tmp_path):
     by_artist = {}
     for row in rows:
         by_artist.setdefault(row["artist"], []).append(row["title"])
-    # lyricsgenius's filters drop "(Remix)", "(Live)", tracklists and unreleased songs; the remaster is a
-    # duplicate and "Hollow Hymn" is empty
-    assert by_artist == {"Juniper Vale": ["Lanterns", "Paper Boats", "Quiet Fields"],
-                         "DJ Kilowatt": ["Voltage", "Short Circuit"]}
+    # most popular first (the fake lists by title unless asked for popularity); "(Remix)", "(Live)" (not
+    # "Alive"), tracklists and unreleased songs are dropped; the remaster is a duplicate; "Hollow Hymn" is empty
+    assert by_artist == {"Juniper Vale": ["Quiet Fields", "Lanterns", "Paper Boats"],
+                         "DJ Kilowatt": ["Voltage", "Alive", "Short Circuit"]}
     juniper = next(r for r in report.results if r.name == "Juniper Vale")
     assert (juniper.songs, juniper.empty, juniper.duplicates) == (3, 1, 1)
     for row in rows:
@@ -230,7 +332,7 @@ def test_scrape_dataset_contents_through_faults(fake, tmp_path):
     assert quiet["album"] is None and quiet["release_date"] is None
 
     card = (out / "README.md").read_text()
-    assert "| Juniper Vale | Juniper Vale | 3 |" in card and "| DJ Kilowatt | DJ Kilowatt | 2 |" in card
+    assert "| Juniper Vale | Juniper Vale | 3 |" in card and "| DJ Kilowatt | DJ Kilowatt | 3 |" in card
     parquet = pd.read_parquet(out / "parquet" / "train.parquet")
     assert sorted(parquet["song_id"]) == sorted(r["song_id"] for r in rows)
 
@@ -253,7 +355,7 @@ def test_resume_skips_done_artists_and_retries_failed(fake, tmp_path):
     fake.clear()
     fewer = scrape(["Juniper Vale"], 2, out, **FAST)  # a smaller --max-songs reuses the record
     assert fake.request_count() == 0 and fewer.results[0].status == "cached"
-    assert [r["title"] for r in _rows(out)] == ["Lanterns", "Paper Boats"]
+    assert [r["title"] for r in _rows(out)] == ["Quiet Fields", "Lanterns"]
 
     refreshed = scrape(["Juniper Vale"], 2, out, refresh=True, **FAST)
     assert refreshed.results[0].status == "done" and fake.request_count("/api/artists/101") > 0
@@ -327,6 +429,36 @@ def test_rate_limit_is_shared_by_all_tasks(fake, tmp_path):
     # (the slack covers requests sent a little after their booked slot)
     busiest = max(sum(1 for u in times if t <= u < t + 1.0) for t in times)
     assert busiest <= rate * 1.5 + 2, busiest
+    # and the requests are spread over the time the budget allows, not sent in bursts
+    assert times[-1] - times[0] >= 0.9 * (len(times) - 1) / rate, (times[-1] - times[0], len(times))
+
+
+LIMITER_PROBE = """
+import json, sys, ray
+from lyricdist.scrape import shared_limiter
+ray.init(address=sys.argv[1], logging_level="ERROR")
+limiter = shared_limiter(float(sys.argv[3]), json.loads(sys.argv[2]))
+print("wait", ray.get(limiter.acquire.remote("other-job")))
+"""
+
+
+@pytest.mark.slow
+def test_rate_limiter_is_shared_by_concurrent_jobs_and_keeps_bookings(local_ray):
+    rate = 0.1  # one slot per 10 s: the bookings below reach 30 s ahead
+    roots = {**genius_roots({}), "API_ROOT": "http://127.0.0.1:9/limiter-test/"}  # its own limiter
+    limiter = shared_limiter(rate, roots)
+    booked = time.monotonic()
+    waits = [local_ray.get(limiter.acquire.remote("this-job")) for _ in range(3)]
+    assert waits[0] < 1 and 19 < waits[2] <= 20
+
+    # a second scrape driver (another Ray job) starting meanwhile books after them, at the same rate
+    gcs = local_ray.get_runtime_context().gcs_address
+    probe = subprocess.run([sys.executable, "-c", LIMITER_PROBE, gcs, json.dumps(roots), str(rate)],
+                           capture_output=True, text=True, timeout=120)
+    assert probe.returncode == 0, probe.stderr
+    wait = float(probe.stdout.split("wait", 1)[1])
+    assert wait >= 30 - (time.monotonic() - booked) - 1, wait
+    assert local_ray.get(limiter.stats.remote("this-job"))["requests"] == 3  # each run counts its own
 
 
 @pytest.mark.slow
