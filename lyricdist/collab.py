@@ -218,6 +218,15 @@ def collab(
     }
 
 
+def blend_probs(pa: torch.Tensor, pb: torch.Tensor, alpha: float, rule: str) -> torch.Tensor:
+    """The blended next-character distribution over aligned (common-character) distributions, renormalised."""
+    if rule == "product":
+        p = torch.exp((1 - alpha) * torch.log(pa.clamp_min(1e-30)) + alpha * torch.log(pb.clamp_min(1e-30)))
+    else:
+        p = (1 - alpha) * pa + alpha * pb
+    return p / p.sum()
+
+
 def _blend(
     a: Author, b: Author, prime: str, n_lines: int, alpha: float, rule: str, temperature: float, gen
 ) -> str:
@@ -231,12 +240,7 @@ def _blend(
     vb.prime(prime)
 
     def step(g) -> str:
-        pa, pb = va.probs()[ia], vb.probs()[ib]
-        if rule == "product":
-            p = torch.exp((1 - alpha) * torch.log(pa.clamp_min(1e-30)) + alpha * torch.log(pb.clamp_min(1e-30)))
-        else:
-            p = (1 - alpha) * pa + alpha * pb
-        ch = common[_sample_from(p / p.sum(), g)]
+        ch = common[_sample_from(blend_probs(va.probs()[ia], vb.probs()[ib], alpha, rule), g)]
         va.feed(ch)
         vb.feed(ch)
         return ch

@@ -81,6 +81,39 @@ def generate(
         model.train(was_training)
 
 
+def artist_vector(
+    model: CharRNN, artists: list[str], artist: str | None, artist_mix: str | None = None, alpha: float = 0.5
+) -> torch.Tensor | None:
+    """The artist embedding to write as: `artist`'s, or (1-alpha) e_artist + alpha e_mix with `artist_mix`.
+
+    A conditioned model sampled without an artist writes as the mean of its artists' embeddings (with a warning):
+    artist 0 alone would silently pick whichever artist sorted first."""
+    if model.artist_embed is None:
+        if artist is not None or artist_mix is not None:
+            raise LyricdistError("--artist needs an artist-conditioned model (model.artist_embedding_dim > 0)")
+        return None
+    table = model.artist_embed.weight.detach()
+
+    def row(name: str) -> torch.Tensor:
+        matches = [i for i, a in enumerate(artists) if a.casefold() == name.casefold()]
+        if not matches:
+            raise LyricdistError(f"artist {name!r} not in this model; choose one of {artists}")
+        return table[matches[0]]
+
+    if artist is None:
+        if artist_mix is not None:
+            raise LyricdistError("--artist-mix needs --artist: the mix is (1-alpha) * artist + alpha * artist-mix")
+        n = max(model.num_artists, 1)
+        print(f"warning: this model is artist-conditioned and no --artist was given; writing as the mean of its "
+              f"{n} artists' embeddings (pass --artist NAME, one of {artists})", file=sys.stderr)
+        return table[:n].mean(0)
+    if artist_mix is None:
+        return row(artist)
+    if not 0 <= alpha <= 1:
+        raise LyricdistError(f"--alpha must be in [0, 1], got {alpha}")
+    return (1 - alpha) * row(artist) + alpha * row(artist_mix)
+
+
 @dataclass
 class SampleResult:
     temperature: float
@@ -101,6 +134,8 @@ def sample(
     drop_unknown: bool = False,
     device: str = "cpu",
     artist: str | None = None,
+    artist_mix: str | None = None,
+    alpha: float = 0.5,
 ) -> list[SampleResult]:
     """Sample from CHECKPOINT: `num_samples` texts for each temperature, deterministic for a given seed."""
     if length <= 0:
@@ -116,15 +151,8 @@ def sample(
     ids = prime_ids(vocab, primetext, drop_unknown)
     if not ids:
         ids = [vocab.chars.index("\n")] if "\n" in vocab else [0]
-    kw = {}
-    if artist is not None:
-        artists = config.get("artists", [])
-        if model.num_artists == 0:
-            raise LyricdistError("--artist needs an artist-conditioned model (model.artist_embedding_dim > 0)")
-        matches = [i for i, a in enumerate(artists) if a.casefold() == artist.casefold()]
-        if not matches:
-            raise LyricdistError(f"artist {artist!r} not in this model; choose one of {artists}")
-        kw["artist_vec"] = model.artist_embed.weight[matches[0]].detach()
+    vec = artist_vector(model, config.get("artists", []), artist, artist_mix, alpha)
+    kw = {} if vec is None else {"artist_vec": vec}
     rows = [(t, i) for t in temps for i in range(num_samples)]
     gen = torch.Generator().manual_seed(seed)
     outs = generate(model, ids, length, [t for t, _ in rows], top_k=top_k, argmax=argmax, generator=gen, **kw)
@@ -134,6 +162,7 @@ def sample(
 
 def cli_parser():
     from .cli import new_parser
+    from .memorization import DEFAULT_MAX_NGRAM_SHARE, DEFAULT_MAX_SPAN
 
     p = new_parser("Generate text from a checkpoint (OUT_DIR, OUT_DIR/checkpoints/best, or a wandb artifact dir).")
     p.add_argument("checkpoint", help="checkpoint directory")
@@ -146,10 +175,14 @@ def cli_parser():
     p.add_argument("--argmax", action="store_true", help="greedy decoding instead of sampling")
     p.add_argument("--drop-unknown", action="store_true", help="drop primetext characters not in the vocabulary")
     p.add_argument("--artist", type=str | None, default=None, help="artist to write as (artist-conditioned models)")
+    p.add_argument("--artist-mix", type=str | None, default=None, help="a second artist to blend into --artist")
+    p.add_argument("--alpha", type=float, default=0.5, help="weight of --artist-mix: (1-alpha) artist + alpha mix")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     p.add_argument("--json", action="store_true", help="print JSON lines instead of text")
     p.add_argument("--check-memorization", action="store_true", help="report text copied from training lyrics")
     p.add_argument("--corpus", type=list[str] | None, default=None, help="corpora for the check (default: the model's)")
+    p.add_argument("--max-span", type=int, default=DEFAULT_MAX_SPAN, help="warn at a copied span this long")
+    p.add_argument("--max-ngram-share", type=float, default=DEFAULT_MAX_NGRAM_SHARE, help="warn at this 8-gram share")
     return p
 
 
@@ -168,13 +201,16 @@ def cli_run(parser, args) -> int:
         drop_unknown=args.drop_unknown,
         device=args.device,
         artist=args.artist,
+        artist_mix=args.artist_mix,
+        alpha=args.alpha,
     )
     reports = [None] * len(results)
     if args.check_memorization:
         from .memorization import check_texts, format_report, training_corpus
 
         corpora = args.corpus or [training_corpus(args.checkpoint)]
-        reports = check_texts([r.text[len(r.primetext) :] for r in results], corpora)
+        texts = [r.text[len(r.primetext) :] for r in results]
+        reports = check_texts(texts, corpora, args.max_span, args.max_ngram_share)
     for r, report in zip(results, reports):
         if args.json:
             print(json.dumps({**r.__dict__, **({"memorization": report} if report else {})}, ensure_ascii=False))

@@ -207,3 +207,65 @@ def test_two_process_ddp_training(tmp_path):
     final = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()][-1]
     assert final["test_pairs"] == test_pairs
     assert (tmp_path / "checkpoints" / "last" / "model.safetensors").is_file()
+
+
+@pytest.fixture(scope="module")
+def similarity_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("similarity") / "run"
+    run_cli("similarity", "train", "--config", str(CONFIGS / "similarity-tiny.yaml"), f"--train.out_dir={out}",
+            "--train.epochs=2")
+    return out
+
+
+@pytest.mark.slow
+def test_score_attributes_only_single_author_segments_of_real_collab_output(
+    similarity_run, demo_corpus, tmp_path
+):
+    """Real `lyricdist collab` JSON: a primetext segment, blend's one "A + B" part, a run-folder label and a
+    "X (B)" label are scored without error; only segments by one known author count towards the accuracy."""
+    from conftest import tiny_config
+    from lyricdist.prepare import prepare
+    from lyricdist.similarity.score import score
+    from lyricdist.train import train
+
+    runs = {}
+    for artist, source in (("juniper", "demo:juniper_vale"), ("dj", "demo:dj_kilowatt"), ("both-artists", None)):
+        corpus = demo_corpus
+        if source:
+            corpus = tmp_path / f"corpus-{artist}"
+            prepare([source], str(corpus), quiet=True)
+        runs[artist] = tmp_path / artist
+        train(tiny_config(corpus, runs[artist], "--train.max_steps=2", "--samples.enabled=false"))
+
+    def collab_json(name: str, a: str, b: str, *args: str) -> Path:
+        out = tmp_path / f"{name}.json"
+        run_cli("collab", str(runs[a]), str(runs[b]), "--turns", "3", "--lines", "1", *args, "--out", str(out))
+        return out
+
+    alternate = collab_json("alternate", "juniper", "dj", "--primetext", "the night\n")
+    shown = run_cli("similarity", "score", str(similarity_run), str(alternate), f"--out={tmp_path / 's.json'}")
+    result = json.loads((tmp_path / "s.json").read_text())
+    assert [r["author"] for r in result["segments"]] == ["primetext", "Juniper Vale", "DJ Kilowatt", "Juniper Vale"]
+    assert [r["matches_author"] is None for r in result["segments"]] == [True, False, False, False]
+    assert result["attributed_segments"] == 3 and result["unknown_authors"] == []
+    matches = [r["matches_author"] for r in result["segments"][1:]]
+    assert result["attribution_accuracy"] == pytest.approx(sum(matches) / 3)
+    assert all(set(r["similarity"]) == {"Juniper Vale", "DJ Kilowatt"} for r in result["segments"])
+    assert "(not attributed)" in shown.stdout and "of 3" in shown.stdout
+
+    blend = score(str(similarity_run), str(collab_json("blend", "juniper", "dj", "--mode", "blend")))
+    [part] = blend["segments"]
+    assert part["author"] == "Juniper Vale + DJ Kilowatt" and part["matches_author"] is None
+    assert part["closer_to"] in ("Juniper Vale", "DJ Kilowatt") and len(part["similarity"]) == 2
+    assert blend["attributed_segments"] == 0 and blend["attribution_accuracy"] is None
+
+    same = score(str(similarity_run), str(collab_json("same", "juniper", "juniper")))
+    assert same["authors"] == ["Juniper Vale", "Juniper Vale (B)"] and same["unknown_authors"] == []
+    assert same["attributed_segments"] == 3 and same["attribution_accuracy"] == 1.0  # both labels are one artist
+
+    folder = collab_json("folder", "both-artists", "dj")  # a two-artist model is labelled by its run folder
+    shown = run_cli("similarity", "score", str(similarity_run), str(folder)).stdout
+    result = score(str(similarity_run), str(folder))
+    assert result["authors"] == ["both-artists", "DJ Kilowatt"] and result["unknown_authors"] == ["both-artists"]
+    assert result["attributed_segments"] == 1 and result["segments"][1]["matches_author"] is not None
+    assert "no reference songs for 'both-artists'" in shown

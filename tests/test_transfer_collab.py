@@ -13,11 +13,12 @@ import torch
 
 from conftest import run_cli, tiny_config
 from lyricdist.checkpoint import load_checkpoint, save_checkpoint
-from lyricdist.collab import collab, format_song
+from lyricdist.collab import Author, Voice, _blend, _write_lines, blend_probs, collab, format_song
 from lyricdist.errors import LyricdistError
 from lyricdist.memorization import CorpusIndex
 from lyricdist.model import CharRNN, ModelConfig
 from lyricdist.prepare import prepare
+from lyricdist.sample import sample
 from lyricdist.train import train
 from lyricdist.transfer import init_from_checkpoint, merge_vocab
 from lyricdist.vocab import Vocab
@@ -76,6 +77,67 @@ def test_init_from_checkpoint_rejects_a_different_shape(tmp_path):
     model = CharRNN(ModelConfig(num_layers=2, hidden_size=32, artist_embedding_dim=3), len(vocab), num_artists=1)
     with pytest.raises(LyricdistError, match="model.hidden_size is 32 here but 16"):
         init_from_checkpoint(model, vocab, str(path))
+
+
+# ---- collab maths on stub models -------------------------------------------------------------------------
+def test_blend_probs_product_and_mixture():
+    pa, pb = torch.tensor([0.5, 0.3, 0.2]), torch.tensor([0.1, 0.6, 0.3])
+    for rule in ("product", "mixture"):
+        torch.testing.assert_close(blend_probs(pa, pb, 0.0, rule), pa)
+        torch.testing.assert_close(blend_probs(pa, pb, 1.0, rule), pb)
+    geometric = torch.tensor([0.5**0.75 * 0.1**0.25, 0.3**0.75 * 0.6**0.25, 0.2**0.75 * 0.3**0.25])
+    torch.testing.assert_close(blend_probs(pa, pb, 0.25, "product"), geometric / geometric.sum())
+    torch.testing.assert_close(blend_probs(pa, pb, 0.25, "mixture"), torch.tensor([0.4, 0.375, 0.225]))
+    # product: a character one artist rules out cannot be drawn; mixture: either artist may pick it
+    assert blend_probs(torch.tensor([0.5, 0.5]), torch.tensor([1.0, 0.0]), 0.5, "product")[1] < 1e-12
+    torch.testing.assert_close(blend_probs(torch.tensor([0.5, 0.5]), torch.tensor([1.0, 0.0]), 0.5, "mixture"),
+                               torch.tensor([0.75, 0.25]))
+
+
+class FixedDistribution(torch.nn.Module):
+    """A stub language model: the same next-character logits whatever it has read."""
+
+    def __init__(self, probs: list[float]):
+        super().__init__()
+        self.head = torch.nn.Linear(1, len(probs))
+        self.logits = torch.log(torch.tensor(probs))
+
+    def forward(self, x, state=None, **_):
+        return self.logits.expand(x.shape[0], x.shape[1], -1), state
+
+
+def test_blend_at_alpha_zero_writes_as_a_alone_and_maps_b_vocabulary():
+    a = Author("A", FixedDistribution([0.2, 0.5, 0.3]), Vocab(list("\nab")))
+    b = Author("B", FixedDistribution([0.0, 0.6, 0.4]), Vocab(list("a\nb")))  # another order; never "a"
+    for rule in ("product", "mixture"):
+        voice = Voice(a, 1.0)
+        voice.prime("")
+        alone = _write_lines(5, torch.Generator().manual_seed(4), voice.step)
+        assert _blend(a, b, "", 5, 0.0, rule, 1.0, torch.Generator().manual_seed(4)) == alone
+        only_b = _blend(a, b, "", 5, 1.0, rule, 1.0, torch.Generator().manual_seed(4))
+        assert "a" not in only_b and "b" in only_b
+
+
+def test_alternate_primes_each_turn_with_the_last_context_lines(tmp_path, monkeypatch):
+    paths = []
+    torch.manual_seed(0)
+    for name in ("Ann", "Bob"):
+        vocab = Vocab(list("\n abcdefg"))
+        model = CharRNN(ModelConfig(num_layers=1, hidden_size=16), len(vocab))
+        paths.append(str(save_checkpoint(tmp_path / name, model, vocab, artists=[name])))
+    primed = []
+    real_prime = Voice.prime
+    monkeypatch.setattr(Voice, "prime", lambda self, text: (primed.append(text), real_prime(self, text))[1])
+    for context in (2, 0):
+        primed.clear()
+        song = collab(*paths, turns=3, lines=3, context_lines=context, primetext="abc\ndef\ngab\n", seed=1)
+        texts = [s["text"] for s in song["segments"]]
+        assert [s["author"] for s in song["segments"]] == ["primetext", "Ann", "Bob", "Ann"]
+        assert all(len([l for l in t.splitlines() if l.strip()]) == 3 for t in texts[1:])
+        if context == 2:
+            assert primed == ["def\ngab\n", *("".join(t.splitlines(keepends=True)[-2:]) for t in texts[1:3])]
+        else:
+            assert primed == ["", "", ""]
 
 
 # ---- memorisation index -----------------------------------------------------------------------------------
@@ -238,3 +300,33 @@ def test_memorisation_report_flags_a_model_that_recites_its_lyrics(runs):
     proc = run_cli("sample", str(runs["base"]), "--length", "150", "--json", "--check-memorization")
     rows = json.loads(proc.stdout)["memorization"]
     assert max(r["longest_span"] for r in rows) < report[0]["longest_span"] and not any(r["warn"] for r in rows)
+
+
+@pytest.mark.slow
+def test_sample_an_artist_or_a_mix_of_two(runs, capsys):
+    base = str(runs["base"])
+    kw = dict(primetext="the ", length=60, seed=3)
+    juniper = [r.text for r in sample(base, artist="Juniper Vale", **kw)]
+    assert juniper == [r.text for r in sample(base, artist="juniper vale", **kw)]  # same seed, same text
+    assert juniper != [r.text for r in sample(base, artist="Juniper Vale", **{**kw, "seed": 4})]
+    mix = dict(artist="Juniper Vale", artist_mix="DJ Kilowatt")
+    assert [r.text for r in sample(base, **mix, alpha=0.0, **kw)] == juniper
+    dj = [r.text for r in sample(base, artist="DJ Kilowatt", **kw)]
+    assert [r.text for r in sample(base, **mix, alpha=1.0, **kw)] == dj
+    halfway = [r.text for r in sample(base, **mix, alpha=0.5, **kw)]
+    assert halfway != juniper and halfway != dj
+    capsys.readouterr()
+    unnamed = [r.text for r in sample(base, **kw)]  # no --artist: the mean embedding, and a warning
+    assert "no --artist was given" in capsys.readouterr().err
+    assert unnamed != juniper and unnamed != dj
+    with pytest.raises(LyricdistError, match="--alpha must be in"):
+        sample(base, **mix, alpha=1.5)
+    with pytest.raises(LyricdistError, match="--artist-mix needs --artist"):
+        sample(base, artist_mix="DJ Kilowatt")
+    proc = run_cli("sample", base, "--primetext", "the ", "--length", "60", "--seed", "3", "--json",
+                   "--artist", "Juniper Vale", "--artist-mix", "DJ Kilowatt", "--alpha", "0.5",
+                   "--check-memorization", "--max-span", "1", "--max-ngram-share", "1.0")
+    row = json.loads(proc.stdout)
+    assert row["text"] == halfway[0]
+    assert all(r["warn"] for r in row["memorization"])  # any copied character passes a max span of 1
+    assert "thresholds 1 chars" in proc.stderr

@@ -39,33 +39,45 @@ class References:
         counts = torch.bincount(self.artist_ids, minlength=len(self.artists)).clamp_min(1)
         return totals / counts
 
-    def find(self, name: str) -> int:
+    def lookup(self, name: str) -> int | None:
+        """The artist `name` names after normalisation (so collab's "X (B)" is X), or None."""
         wanted = normalise(name)
-        for k, a in enumerate(self.artists):
-            if normalise(a) == wanted:
-                return k
-        raise LyricdistError(
-            f"artist {name!r} has no reference songs (known: {', '.join(self.artists)}); "
-            f"pass --sources with lyrics by this artist"
-        )
+        return next((k for k, a in enumerate(self.artists) if normalise(a) == wanted), None)
 
 
 def score_collab(model, vocab, refs: References, collab: dict) -> dict:
+    """Every segment's similarity to each author; attribution accuracy over the segments one author wrote.
+
+    A primetext segment or the single "A + B" part of blend/condition is scored but not attributed, and an
+    author label with no reference songs (e.g. a run folder name) gets no column instead of an error."""
     segments = collab.get("segments")
-    authors = collab.get("authors") or sorted({s.get("author", "") for s in segments or []})
+    authors = collab.get("authors") or sorted({str(s.get("author", "")) for s in segments or []})
     if not isinstance(segments, list) or not segments or len(authors) < 2:
         raise LyricdistError("the collaboration JSON needs 'segments' [{author, text}, ...] and two 'authors'")
-    cols = [refs.find(a) for a in authors]
+    authors = [str(a) for a in authors]
+    columns = {a: refs.lookup(a) for a in authors}
+    known = [a for a in authors if columns[a] is not None]
     texts = [str(s.get("text", "")) for s in segments]
-    scores = refs.artist_scores(encode_texts(model, vocab, texts))[:, cols]
-    rows, correct = [], 0
-    for seg, text, row in zip(segments, texts, scores.tolist()):
-        closer = authors[max(range(len(authors)), key=lambda k: row[k])]
-        match = normalise(closer) == normalise(str(seg.get("author", "")))
-        correct += match
-        rows.append({"author": seg.get("author"), "similarity": dict(zip(authors, row)), "closer_to": closer,
+    scores = refs.artist_scores(encode_texts(model, vocab, texts)) if known else None
+    rows, attributed, correct = [], 0, 0
+    for k, (seg, text) in enumerate(zip(segments, texts)):
+        author = str(seg.get("author", ""))
+        similarity = {a: float(scores[k, columns[a]]) for a in known} if known else {}
+        closer = max(known, key=similarity.get) if known else None
+        match = None
+        if author in known:  # written by one author alone, who has reference songs
+            match = columns[closer] == columns[author]
+            attributed += 1
+            correct += match
+        rows.append({"author": seg.get("author"), "similarity": similarity, "closer_to": closer,
                      "matches_author": match, "text": text})
-    return {"authors": list(authors), "segments": rows, "attribution_accuracy": correct / len(rows)}
+    return {
+        "authors": authors,
+        "unknown_authors": [a for a in authors if columns[a] is None],
+        "segments": rows,
+        "attributed_segments": attributed,
+        "attribution_accuracy": correct / attributed if attributed else None,
+    }
 
 
 def nearest_artists(model, vocab, refs: References, text: str, top: int) -> dict:
@@ -98,11 +110,16 @@ def score(checkpoint: str, input_path: str, sources: list[str] | None = None, to
 def format_result(result: dict) -> str:
     if "nearest" in result:
         return "\n".join(f"{r['similarity']:.3f}  {r['artist']}" for r in result["nearest"])
-    a, b = result["authors"][:2]
-    lines = [f"{'#':>3}  {'written by':<20} {a[:12]:>12} {b[:12]:>12}  closer to", "-" * 72]
+    authors = [a for a in result["authors"] if a not in result.get("unknown_authors", [])]
+    lines = [f"{'#':>3}  {'written by':<24} " + " ".join(f"{a[:12]:>12}" for a in authors) + "  closer to"]
+    lines.append("-" * len(lines[0]))
     for k, r in enumerate(result["segments"], 1):
-        s = r["similarity"]
-        mark = "" if r["matches_author"] else "  (other style)"
-        lines.append(f"{k:>3}  {str(r['author'])[:20]:<20} {s[a]:>12.3f} {s[b]:>12.3f}  {r['closer_to']}{mark}")
-    lines.append(f"segments that read like their author: {result['attribution_accuracy']:.0%}")
+        mark = {True: "", False: "  (other style)", None: "  (not attributed)"}[r["matches_author"]]
+        sims = " ".join(f"{r['similarity'][a]:>12.3f}" for a in authors)
+        lines.append(f"{k:>3}  {str(r['author'])[:24]:<24} {sims}  {r['closer_to'] or '-'}{mark}")
+    for a in result.get("unknown_authors", []):
+        lines.append(f"no reference songs for {a!r}: its segments are not attributed (pass --sources to add them)")
+    accuracy = result["attribution_accuracy"]
+    shown = "n/a (no segment has a single author with reference songs)" if accuracy is None else f"{accuracy:.0%}"
+    lines.append(f"segments that read like their author: {shown} of {result['attributed_segments']}")
     return "\n".join(lines)

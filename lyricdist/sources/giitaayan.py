@@ -8,8 +8,9 @@ Format. A file holds one or more `\\startsong ... \\endsong` blocks (a file with
 block). Metadata lines `\\stitle{..}% \\film{..}% \\year{..}% \\starring{..}% \\singer{..}% \\music{..}% \\lyrics{..}%`
 go to `Song.meta` (and `to_dataset` columns; ISB's `lyrics` is the lyricist). The lyrics are the lines between
 `#indian` and `#endindian`; everything else (the `% Contributor:` / `% Transliterator:` header, `\\printtitle`)
-is layout. A file whose lyrics cannot be found is skipped and counted by reason (see `SKIP_REASONS`):
-`no #indian block`, `#indian without #endindian`, or `no lyrics left after cleaning`.
+is layout. A song (block) whose lyrics cannot be found is skipped and counted by reason (see `SKIP_REASONS`):
+`no #indian block`, `#indian without #endindian`, or `no lyrics left after cleaning`; a file that fails to
+parse for any other reason is skipped whole as `parse error` (with the error in `skipped_files`).
 
 Cleaning (all scripts), in order, per line:
   - `%` starts a TeX comment to the end of the line: comment lines, `%(gloss)` / `%[word = meaning]` glosses and
@@ -21,7 +22,8 @@ Cleaning (all scripts), in order, per line:
   - `\\-` between letters is a hyphen (`zauq\\-e\\-nazar` -> `zauq-e-nazar`); elsewhere, with its count
     (`\\-2`, `\\- (3)`, `\\3`), it is a repeat mark: the mark goes, the line is kept once (same reason).
   - Singer labels go: `la \\:`, `ko \\;`, `kishor :`, `#Rafi:#`, `##male## \\:`, `(aa: ...` -- a short name and a
-    colon at the start of a line, after `(` or after a comma; `\\:` is always a label.
+    colon at the start of a line, after `(` or after a comma; `\\:` is always a label. With no space after the
+    colon (`Lata:haay`, `la:(kisii`) only one word of at most 7 letters counts as a name.
   - `##...##` escapes are English words sung in the song ("##dream-girl##"): kept as English (lowercased in
     roman, kept in Latin letters in devanagari, left inside `##` in itrans). An escape that is only a stage
     direction (`##(chorus)##`, `##Part 2##`, `##male voice##`) goes, as do `<hic>`-style notes.
@@ -72,7 +74,7 @@ META_ALIASES = {"title": "stitle", "movie": "film", "album": "film", "singers": 
 ARTIST = "giitaayan"
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".zip")
 ISB_SUFFIX = ".isb.txt"
-SKIP_REASONS = ("no #indian block", "#indian without #endindian", "no lyrics left after cleaning")
+SKIP_REASONS = ("no #indian block", "#indian without #endindian", "no lyrics left after cleaning", "parse error")
 
 _META = re.compile(r"\\([A-Za-z]+)\s*\{([^{}]*)\}")
 _COMMENT = re.compile(r"(?<!\\)%.*")
@@ -84,7 +86,11 @@ _LAYOUT = re.compile(r"\\(?:printtitle|printitle|bigskip|newpage|hrule|indent|no
 _WORD = r"[A-Za-z][\w.~'^]*+"
 _NAME = rf"#*\s*{_WORD}(?:(?:\s*[+&,/]\s*|\s+(?:and\s+|aur\s+)?)(?:{_WORD}|\d+)){{0,3}}\s*#*"
 _LABEL_MARK = re.compile(rf"(?:{_NAME})?\s*\\[:;]")
-_LABEL_START = re.compile(rf"^(\s*[({{\[]?\s*)#*\s*(?:-+\s*)?{_NAME}\s*(?:-+\s*)?:\s*(?:-+\s*)?#*(?=\s|$)")
+# `#Rafi:#` closes its hashes; `aa: ## I love ##` opens an English escape, which stays.
+_LABEL_START = re.compile(
+    rf"^(\s*[({{\[]?\s*)(#*)\s*(?:-+\s*)?{_NAME}\s*(?:-+\s*)?:\s*(?:-+\s*)?(?:\2(?=\s|$)|(?=\s|$))"
+)
+_LABEL_TIGHT = re.compile(r"^(\s*[({\[]?\s*)#*\s*[A-Za-z]{1,7}\s*:(?=[^\s:])")  # `Lata:haay`: one short name
 _LABEL_AFTER = re.compile(rf"([(,]\s*){_WORD}\s*:(?=\s)")
 _REPEAT = re.compile(r"(?:\\-|/-|\\)\s*\(?\s*\d+\s*\)?|\\-(?![A-Za-z])")
 _ESCAPE = re.compile(r"##(.*?)##")
@@ -95,18 +101,14 @@ _DIRECTION_WORDS = frozenset(
 )
 _PERIOD = re.compile(r"(?<![A-Za-z])\.|\.(?![nNDmMh])")
 _PUNCT_ITRANS = re.compile(r"[0-9:;|*=+<>&\"`(){}\[\]/\\#@$]")
-_ROMAN_PAIRS = (
-    ("R^i", "ri"), ("R^I", "rii"), ("RRi", "ri"), ("RRI", "rii"), ("~N", "n"), ("~n", "n"), ("j~n", "gy"),
+_ROMAN_PAIRS = (  # applied in order, so a sequence comes before any rule that would eat part of it
+    ("R^i", "ri"), ("R^I", "rii"), ("RRi", "ri"), ("RRI", "rii"), ("j~n", "gy"), ("~N", "n"), ("~n", "n"),
     ("GY", "gy"), ("Sh", "sh"), ("shh", "sh"), ("A", "aa"), ("I", "ii"), ("U", "uu"), ("K", "kh"), ("G", "gh"),
     ("_", ""), ("^", ""), ("~", ""),
 )
 _ROMAN_DROP = re.compile(r"[^a-z ,!?'\-]")
 _TEXT_FIXES = str.maketrans({"\t": " ", "\v": " ", "\f": " ", "\u00a0": " ", "\ufeff": None, "\u2013": "-",
                              "\u2014": "-", "\u2019": "'", "\u2018": "'", "\u2026": "...", "\ufffd": None})
-
-
-class _Skip(Exception):
-    """A file that holds no usable song; the message is its reason (one of SKIP_REASONS)."""
 
 
 def decode(data: bytes) -> tuple[str, bool]:
@@ -117,10 +119,11 @@ def decode(data: bytes) -> tuple[str, bool]:
         return data.decode("cp1252", errors="replace"), True
 
 
-def parse_isb(text: str) -> list[tuple[dict, str]]:
+def parse_isb(text: str, skipped: list[str] | None = None) -> list[tuple[dict, str]]:
     """Split ISB text into songs: [(metadata, raw ITRANS lyrics between #indian and #endindian)].
 
-    Raises _Skip when a block has no `#indian`, or an `#indian` without `#endindian`."""
+    A block with no `#indian`, or an `#indian` without `#endindian`, is left out (one bad song in a file of
+    several costs only that song) and its reason appended to `skipped`."""
     blocks = re.findall(r"\\startsong\b(.*?)(?:\\endsong\b|\Z)", text, re.S) or [text]
     songs = []
     for block in blocks:
@@ -132,11 +135,11 @@ def parse_isb(text: str) -> list[tuple[dict, str]]:
         lines = block.splitlines()
         marks = [_COMMENT.sub("", line).strip() for line in lines]
         starts = [i for i, mark in enumerate(marks) if mark == "#indian"]
-        if not starts:
-            raise _Skip(SKIP_REASONS[0])
-        ends = [i for i, mark in enumerate(marks) if mark == "#endindian" and i > starts[0]]
+        ends = [i for i, mark in enumerate(marks) if starts and mark == "#endindian" and i > starts[0]]
         if not ends:
-            raise _Skip(SKIP_REASONS[1])
+            if skipped is not None:
+                skipped.append(SKIP_REASONS[0] if not starts else SKIP_REASONS[1])
+            continue
         songs.append((meta, "\n".join(lines[starts[0] + 1 : ends[0]])))
     return songs
 
@@ -164,6 +167,7 @@ def _clean_common(line: str) -> list[tuple[bool, str]]:
     if "\\:" in line or "\\;" in line:
         line = _LABEL_MARK.sub(" ", line)
     line = _LABEL_START.sub(r"\1", line)
+    line = _LABEL_TIGHT.sub(r"\1", line)
     line = _LABEL_AFTER.sub(r"\1", line)
     line = _REPEAT.sub(" ", line)
     line = re.sub(r"\\-", "-", line)  # the hyphen between letters (repeat marks are gone)
@@ -191,7 +195,7 @@ def _clean_common(line: str) -> list[tuple[bool, str]]:
 def itrans_to_roman(text: str) -> str:
     """Resolve ITRANS markers into casual Roman Hindi (table in the module docstring)."""
     text = re.sub(r"(?<=[A-Za-z])\.h\b", "", text)
-    text = re.sub(r"(?<=[A-Za-z])\.(?=[nNDmM])", "", text)
+    text = re.sub(r"(?<=[A-Za-z])\.(?=[nNmM])|\.(?=D)", "", text)  # `.D` also starts a word: `.Dhuu.NDh`
     for itrans, roman in _ROMAN_PAIRS:
         text = text.replace(itrans, roman)
     return text.lower()
@@ -319,29 +323,28 @@ class GiitaayanSource:
         n_chars = 0
         vocabulary: set[str] = set()
         n_songs = 0
+        blocks = 0
         try:
             for name, data in iter_isb_files(self.path):
                 files += 1
                 text, was_cp1252 = decode(data)
                 if was_cp1252:
                     cp1252.append(name)
+                reasons: list[str] = []
                 try:
-                    parsed = parse_isb(text)
-                except _Skip as why:
-                    skipped[str(why)] += 1
-                    skipped_files.setdefault(str(why), []).append(name)
-                    continue
-                for meta, raw in parsed:
-                    lyrics = clean_lyrics(raw, self.script)
-                    if not lyrics:
-                        skipped[SKIP_REASONS[2]] += 1
-                        skipped_files.setdefault(SKIP_REASONS[2], []).append(name)
-                        continue
+                    found = self._file_songs(name, text, reasons)
+                except Exception as e:  # noqa: BLE001 -- one malformed file must not abort a 10k-file prepare
+                    found, reasons = [], [SKIP_REASONS[3]]
+                    name = f"{name} ({type(e).__name__}: {e})"
+                for why in reasons:
+                    skipped[why] += 1
+                    skipped_files.setdefault(why, []).append(name)
+                blocks += len(found) + len(reasons)
+                for song in found:
                     n_songs += 1
-                    n_chars += len(lyrics)
-                    vocabulary.update(lyrics)
-                    title = clean_lyrics(meta["stitle"], self.script).strip() or meta["stitle"]
-                    yield Song(text=lyrics, artist=ARTIST, title=title, meta={"file": name, **meta})
+                    n_chars += len(song.text)
+                    vocabulary.update(song.text)
+                    yield song
         except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as e:
             raise LyricdistError(f"cannot read giitaayan archive {self.path}: {e}; check the download") from None
         if files == 0:
@@ -349,6 +352,7 @@ class GiitaayanSource:
         self._stats = {
             "script": self.script,
             "files": files,
+            "blocks": blocks,
             "songs_parsed": n_songs,
             "skipped": dict(sorted(skipped.items())),
             "skipped_files": {k: v[:20] for k, v in sorted(skipped_files.items())},
@@ -357,6 +361,18 @@ class GiitaayanSource:
             "vocab_size": len(vocabulary),
             "vocabulary": "".join(sorted(vocabulary)),
         }
+
+    def _file_songs(self, name: str, text: str, skipped: list[str]) -> list[Song]:
+        """The cleaned songs of one file (cleaned before any is yielded, so a failure skips the whole file)."""
+        songs = []
+        for meta, raw in parse_isb(text, skipped):
+            lyrics = clean_lyrics(raw, self.script)
+            if not lyrics:
+                skipped.append(SKIP_REASONS[2])
+                continue
+            title = clean_lyrics(meta["stitle"], self.script).strip() or meta["stitle"]
+            songs.append(Song(text=lyrics, artist=ARTIST, title=title, meta={"file": name, **meta}))
+        return songs
 
     def stats(self) -> dict:
         """Parse counts, skips by reason, characters and vocabulary of the last `songs()` pass."""
