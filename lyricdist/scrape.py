@@ -582,10 +582,14 @@ def _load_record(path: Path, spec: ArtistSpec, max_songs: int) -> dict | None:
 
 
 def _start_ray() -> bool:
-    """Connect to RAY_ADDRESS's cluster or start a local one; True when this call started it."""
+    """Connect to RAY_ADDRESS's cluster or start a local one; True when this call started the connection."""
     if ray.is_initialized():
         return False
-    ray.init(logging_level="WARNING")  # RAY_ADDRESS, else a `ray start` cluster on this machine, else a new one
+    address = os.environ.get("RAY_ADDRESS")
+    if address:  # a cluster (set by `ray job submit` for a job's driver, or by the user)
+        ray.init(address=address, logging_level="WARNING")
+    else:  # a private local instance on loopback: never a stale or someone else's `ray start` cluster
+        ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False, logging_level="WARNING")
     return True
 
 
