@@ -112,3 +112,15 @@ def test_memory_stays_bounded_on_large_text(tmp_path):
     big_peak, big_size = _peak_prepare(tmp_path, "big", 32)
     assert big_peak < small_peak * 1.2 + 2**20, (small_peak, big_peak)
     assert big_peak < big_size / 3, f"peak {big_peak / 2**20:.1f} MiB for a {big_size / 2**20:.1f} MiB input"
+
+
+def test_tinyshakespeare_prepares_like_char_rnn(tmp_path):
+    """The classic char-rnn corpus: 65 characters, case kept, the last 10% held out."""
+    from conftest import shared_file
+
+    src = shared_file("tinyshakespeare", "input.txt")
+    meta = prepare([str(src)], str(tmp_path / "c"), val_fraction=0.1, quiet=True)
+    n = len(src.read_text(encoding="utf-8"))
+    assert meta["vocab_size"] == 65 and meta["dtype"] == "uint8" and meta["lowercase"] is False
+    assert meta["splits"]["val"]["chars"] == round(n * 0.1)
+    assert meta["splits"]["train"]["chars"] + meta["splits"]["val"]["chars"] == n
