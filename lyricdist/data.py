@@ -143,7 +143,6 @@ class StreamBatches:
         per_rank = batch_size // world_size
         self.streams = np.arange(rank * per_rank, (rank + 1) * per_rank, dtype=np.int64)
         self._all = np.arange(batch_size, dtype=np.int64)
-        self.chars_per_epoch = self.chunks_per_epoch * seq_len * batch_size
 
     def _positions(self, streams: np.ndarray, chunk: int) -> np.ndarray:
         return streams[:, None] * self.stream_len + chunk * self.seq_len + np.arange(self.seq_len)

@@ -99,6 +99,8 @@ def readable_dir(final: str | os.PathLike) -> Path:
 
 
 def replace_dir(src: Path, final: Path) -> None:
+    """Publish the complete directory `src` as `final` (its files are fsynced first)."""
+    _fsync_tree(Path(src))
     final = Path(final)
     old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
     if final.exists():
@@ -118,7 +120,6 @@ def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
     os.chmod(tmp, 0o777 & ~_umask())
     try:
         yield tmp
-        _fsync_tree(tmp)
         replace_dir(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -61,8 +61,6 @@ class Tracker:
         self._truncate_metrics(resume_step)
         if self.mode is None:
             return
-        import wandb
-
         self.run_id = run_id or uuid.uuid4().hex[:12]
         t = cfg.tracking
         accelerator.init_trackers(

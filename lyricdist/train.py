@@ -30,7 +30,7 @@ from .checkpoint import save_checkpoint
 from .config import RunConfig, TrainConfig
 from .data import Corpus, EvalStreams, StreamBatches
 from .errors import LyricdistError
-from .fileio import _fsync_tree, atomic_write_json, atomic_write_text, recover_dir, replace_dir
+from .fileio import atomic_write_json, atomic_write_text, recover_dir, replace_dir
 from .model import CharRNN, detach_state
 from .sample import generate
 from .tracking import Tracker
@@ -194,7 +194,6 @@ class Trainer:
                     "vocab_sha256": self.vocab_hash,
                 },
             )
-            _fsync_tree(tmp)
             replace_dir(tmp, final)
         acc.wait_for_everyone()
 
@@ -268,7 +267,8 @@ class Trainer:
         gen = torch.Generator().manual_seed(s.seed + self.step)
         rows = []
         for prime in self.default_primetexts():
-            ids = [self.vocab._index[c] for c in (prime.lower() if self.vocab.lowercase else prime) if c in self.vocab]
+            text = prime.lower() if self.vocab.lowercase else prime
+            ids = self.vocab.encode("".join(c for c in text if c in self.vocab))
             with self.acc.autocast():
                 outs = generate(model, ids, s.length, s.temperatures, generator=gen)
             for temp, o in zip(s.temperatures, outs):

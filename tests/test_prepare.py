@@ -34,7 +34,7 @@ def test_song_split_is_whole_songs_deterministic_and_per_artist(tmp_path):
     songs = list(DemoSource("demo").songs())
     m1 = prepare(["demo"], str(tmp_path / "a"), val_fraction=0.2, seed=7, quiet=True)
     m2 = prepare(["demo"], str(tmp_path / "b"), val_fraction=0.2, seed=7, quiet=True)
-    m3 = prepare(["demo"], str(tmp_path / "c"), val_fraction=0.2, seed=8, quiet=True)
+    prepare(["demo"], str(tmp_path / "c"), val_fraction=0.2, seed=8, quiet=True)
     a, b, c = Corpus(tmp_path / "a"), Corpus(tmp_path / "b"), Corpus(tmp_path / "c")
     assert np.array_equal(np.asarray(a.tokens("val")), np.asarray(b.tokens("val")))
     assert not np.array_equal(np.asarray(a.tokens("val")), np.asarray(c.tokens("val")))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from importlib import resources
-from pathlib import Path
 from typing import Iterator
 
 from ..errors import LyricdistError
@@ -60,10 +59,6 @@ class DemoSource:
     def songs(self) -> Iterator[Song]:
         for path in self.files:
             yield from parse_songbook(path.read_text(encoding="utf-8"), origin=str(path))
-
-
-def demo_dir() -> Path:
-    return Path(str(resources.files("lyricdist") / "demo_corpus"))
 
 
 register_source("demo", lambda spec: spec == "demo", DemoSource)

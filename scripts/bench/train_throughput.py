@@ -92,9 +92,10 @@ def run_plain(config: Path, corpus: str, device: str, dtype: str, batch: int | N
     with tempfile.TemporaryDirectory() as out:
         cfg = _config(config, corpus, out, device, dtype, batch)
     t = cfg.train
-    tokens = Corpus(corpus).tokens("train")
+    prepared = Corpus(corpus)
+    tokens = prepared.tokens("train")
     torch.manual_seed(0)
-    model = CharRNN(cfg.model, int(tokens.max()) + 1 if len(tokens) else 1).to(device)
+    model = CharRNN(cfg.model, len(prepared.vocab)).to(device)
     from lyricdist.train import make_optimizer
 
     opt = make_optimizer(model, t)
