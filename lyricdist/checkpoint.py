@@ -20,11 +20,20 @@ CHECKPOINT_FORMAT = "lyricdist-checkpoint"
 
 
 def save_checkpoint(
-    path: str | Path, model: CharRNN, vocab: Vocab, artists: list[str] | None = None, **info: Any
+    path: str | Path,
+    model: CharRNN,
+    vocab: Vocab,
+    artists: list[str] | None = None,
+    state: dict[str, torch.Tensor] | None = None,
+    **info: Any,
 ) -> Path:
-    """Write a checkpoint directory atomically (a kill mid-save leaves the previous one intact)."""
+    """Write a checkpoint directory atomically (a kill mid-save leaves the previous one intact).
+
+    `state` replaces model.state_dict() (a trainer passes its fp32 master weights); weights are saved in fp32."""
     path = Path(path)
-    state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+    state = model.state_dict() if state is None else state
+    state = {k: v.detach().to("cpu", torch.float32 if v.is_floating_point() else v.dtype).contiguous().clone()
+             for k, v in state.items()}
     with atomic_dir(path) as tmp:
         save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         atomic_write_json(tmp / "vocab.json", vocab.to_json())

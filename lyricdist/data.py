@@ -13,6 +13,7 @@ songs are masked out of the loss: each song scores the prediction of its charact
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,14 +60,26 @@ class Corpus:
         return d[:, 0], d[:, 1]
 
 
+IGNORE_INDEX = -1  # the target of a position that is not scored (padding, a song's last character)
+
+
 @dataclass
 class Batch:
-    x: torch.Tensor  # [b, T] int64 inputs
-    y: torch.Tensor  # [b, T] int64 targets
-    mask: torch.Tensor  # [b, T] bool: which targets count (padding and song boundaries do not)
+    x: torch.Tensor  # [b, T] input ids, in the smallest integer dtype that fits the vocabulary
+    y: torch.Tensor  # [b, T] target ids, IGNORE_INDEX where not scored (padding and song boundaries)
     reset: torch.Tensor  # [b] bool: zero this stream's state before the chunk (a song starts here)
-    artist: torch.Tensor  # [b, T] int64 artist id of each input position
-    n_global: int = 0  # training: targets scored in this chunk over all processes' streams
+    artist: torch.Tensor  # [b] artist id of the chunk's song (songs are chunk-aligned: one song per chunk)
+    n_global: int = 0  # targets scored in this chunk over all processes' streams
+
+    @property
+    def mask(self) -> torch.Tensor:
+        return self.y != IGNORE_INDEX
+
+
+def _smallest_int(max_value: int, signed: bool) -> np.dtype:
+    """The smallest dtype holding 0..max_value (and -1 if signed). torch has few ops for uint16/32: skip them."""
+    kinds = (np.int8, np.int16, np.int32, np.int64) if signed else (np.uint8, np.int16, np.int32, np.int64)
+    return next(np.dtype(k) for k in kinds if np.iinfo(k).max >= max_value)
 
 
 class SongLayout:
@@ -81,37 +94,122 @@ class SongLayout:
         starts = np.minimum(starts, n_tokens)
         lengths = np.diff(np.append(starts, n_tokens))
         keep = lengths > 0
+        self.seq_len = seq_len
         self.starts, self.artists, self.lengths = starts[keep], artists[keep], lengths[keep]
         padded = -(-self.lengths // seq_len) * seq_len
         self.pstarts = np.concatenate([[0], np.cumsum(padded)[:-1]]).astype(np.int64)
         self.padded_len = int(padded.sum())
         self.n_targets = int(np.maximum(self.lengths - 1, 0).sum())
 
-    def lookup(self, q: np.ndarray):
-        """For padded positions q: (token index, input is real, target is real, song index)."""
-        song = np.clip(np.searchsorted(self.pstarts, q, side="right") - 1, 0, None)
-        off = q - self.pstarts[song]
-        inside = (q < self.padded_len) & (off < self.lengths[song])
-        target = inside & (off + 1 < self.lengths[song])
-        return np.where(inside, self.starts[song] + off, 0), inside, target, song
+    def chunks(self, tokens: np.ndarray, total_len: int, block: int = 1 << 22):
+        """The padded text cut into total_len // seq_len chunks, built once with numpy, block by block of songs.
+
+        Returns x, y [n_chunks, T] (y = IGNORE_INDEX where not scored), first [n_chunks] (a song starts at the
+        chunk) and artist [n_chunks]. Positions past the last song (evaluation streams pad the layout to a whole
+        number of streams) are padding of the last song.
+        """
+        T = self.seq_len
+        n_chunks = total_len // T
+        top = int(tokens.max()) if len(tokens) else 0
+        x = np.zeros(total_len, dtype=_smallest_int(top, signed=False))
+        y = np.full(total_len, IGNORE_INDEX, dtype=_smallest_int(top, signed=True))
+        limit = min(total_len, self.padded_len)
+        song_lo = 0
+        while song_lo < len(self.starts):  # bounded memory: ~block tokens at a time
+            song_hi = int(np.searchsorted(self.starts, self.starts[song_lo] + block, side="right"))
+            song_hi = max(song_hi, song_lo + 1)
+            s, n, p = self.starts[song_lo:song_hi], self.lengths[song_lo:song_hi], self.pstarts[song_lo:song_hi]
+            lo, hi = int(s[0]), int(s[-1] + n[-1])
+            dest = np.arange(lo, hi) + np.repeat(p - s, n)  # padded position of each token
+            src = np.asarray(tokens[lo:hi])
+            keep = dest < limit
+            x[dest[keep]] = src[keep]
+            not_last = np.ones(hi - lo, dtype=bool)
+            not_last[np.cumsum(n) - 1] = False  # a song's last character has no target
+            tgt = keep & not_last
+            y[dest[tgt]] = src[np.flatnonzero(tgt) + 1]
+            song_lo = song_hi
+        chunk_song = np.repeat(np.arange(len(self.starts)), (-(-self.lengths // T)))
+        chunk_song = np.concatenate([chunk_song, np.full(max(n_chunks - len(chunk_song), 0), len(self.starts) - 1)])
+        chunk_song = chunk_song[:n_chunks]
+        first = np.arange(n_chunks) * T == self.pstarts[chunk_song]
+        return x.reshape(n_chunks, T), y.reshape(n_chunks, T), first, self.artists[chunk_song]
 
 
-def _batch(tokens: np.ndarray, layout: SongLayout, q: np.ndarray, first_chunk: bool) -> Batch:
-    index, inside, target, song = layout.lookup(q)
-    x = np.where(inside, tokens[index], 0).astype(np.int64)
-    y = np.where(target, tokens[np.where(target, index + 1, 0)], 0).astype(np.int64)
-    reset = (q[:, 0] == layout.pstarts[song[:, 0]]) | first_chunk
-    return Batch(
-        x=torch.from_numpy(x),
-        y=torch.from_numpy(y),
-        mask=torch.from_numpy(target),
-        reset=torch.from_numpy(reset),
-        artist=torch.from_numpy(layout.artists[song]),
-    )
+class _ChunkTable:
+    """Every (chunk, stream) batch of one process, computed once and kept on the device.
+
+    x, y [C, b, T] and reset, artist [C, b] in the smallest integer dtypes that fit; step c is `table[c]`: tensor
+    slicing, no numpy and no host-to-device copy. Too large for the device (more than `max_device_fraction` of its
+    free memory), it stays in pinned host memory and the next chunk is copied ahead on a side stream.
+    """
+
+    def __init__(self, layout: SongLayout, tokens: np.ndarray, n_streams: int, stream_len: int, lo: int, hi: int):
+        T = layout.seq_len
+        C = stream_len // T
+        x, y, first, artist = layout.chunks(tokens, n_streams * stream_len)
+        # flat chunk k = stream * C + c  ->  [C, streams, ...]
+        x = x.reshape(n_streams, C, T)
+        y = y.reshape(n_streams, C, T)
+        self.n_targets = (y != IGNORE_INDEX).sum(axis=(0, 2)).astype(np.int64)  # per chunk, all streams
+        reset = first.reshape(n_streams, C).copy()
+        reset[:, 0] = True  # each epoch starts every stream from a zero state
+        artist = artist.reshape(n_streams, C)
+        art_dtype = _smallest_int(int(artist.max()) if artist.size else 0, signed=False)
+        self.host = {
+            "x": torch.from_numpy(np.ascontiguousarray(x[lo:hi].transpose(1, 0, 2))),
+            "y": torch.from_numpy(np.ascontiguousarray(y[lo:hi].transpose(1, 0, 2))),
+            "reset": torch.from_numpy(np.ascontiguousarray(reset[lo:hi].T)),
+            "artist": torch.from_numpy(np.ascontiguousarray(artist[lo:hi].T.astype(art_dtype))),
+        }
+        self.tables = self.host
+        self.device = torch.device("cpu")
+        self.placement = "host memory (the device is the CPU)"
+        self._next: tuple[int, dict] | None = None
+        self._stream = None
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.host.values())
+
+    def to(self, device: torch.device, max_device_fraction: float = 0.5) -> "_ChunkTable":
+        self.device = device = torch.device(device)
+        if device.type == "cpu":
+            return self
+        free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else float("inf")
+        if self.nbytes <= max_device_fraction * free:
+            self.tables = {k: v.to(device) for k, v in self.host.items()}
+            self.placement = f"{device} memory ({self.nbytes / 2**20:,.1f} MiB, built once)"
+        else:
+            self.tables = {k: v.pin_memory() for k, v in self.host.items()}
+            self._stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+            self.placement = (f"pinned host memory ({self.nbytes / 2**20:,.1f} MiB > {max_device_fraction:.0%} of "
+                              f"free device memory), next chunk prefetched")
+        return self
+
+    def _copy(self, c: int) -> dict:
+        return {k: v[c].to(self.device, non_blocking=True) for k, v in self.tables.items()}
+
+    def __getitem__(self, c: int) -> dict:
+        if self.device.type == "cpu" or self.tables["x"].device == self.device:
+            return {k: v[c] for k, v in self.tables.items()}
+        if self._next is not None and self._next[0] == c:
+            cur = self._next[1]
+            if self._stream is not None:
+                torch.cuda.current_stream(self.device).wait_stream(self._stream)
+                for t in cur.values():
+                    t.record_stream(torch.cuda.current_stream(self.device))
+        else:
+            cur = self._copy(c)
+        nxt = (c + 1) % self.tables["x"].shape[0]
+        ctx = torch.cuda.stream(self._stream) if self._stream is not None else contextlib.nullcontext()
+        with ctx:
+            self._next = (nxt, self._copy(nxt))
+        return cur
 
 
 class StreamBatches:
-    """Chunk c of this rank's streams: the training batches of truncated BPTT."""
+    """Chunk c of this rank's streams: the training batches of truncated BPTT, built once (see _ChunkTable)."""
 
     def __init__(
         self,
@@ -137,24 +235,30 @@ class StreamBatches:
                 f"aligned to seq_len) but seq_len x batch_size needs {batch_size * seq_len:,}; lower "
                 f"train.batch_size or train.seq_len, or add text"
             )
-        self.tokens = tokens
         self.seq_len = seq_len
         self.batch_size = batch_size
         per_rank = batch_size // world_size
         self.streams = np.arange(rank * per_rank, (rank + 1) * per_rank, dtype=np.int64)
-        self._all = np.arange(batch_size, dtype=np.int64)
+        self.table = _ChunkTable(
+            self.layout, tokens, batch_size, self.stream_len, rank * per_rank, (rank + 1) * per_rank
+        )
+        self.n_targets = [int(n) for n in self.table.n_targets]  # host ints: the loss scale needs no sync
 
-    def _positions(self, streams: np.ndarray, chunk: int) -> np.ndarray:
-        return streams[:, None] * self.stream_len + chunk * self.seq_len + np.arange(self.seq_len)
+    def to(self, device: torch.device, max_device_fraction: float = 0.5) -> "StreamBatches":
+        self.table.to(device, max_device_fraction)
+        return self
+
+    @property
+    def placement(self) -> str:
+        return self.table.placement
 
     def batch(self, chunk: int) -> Batch:
-        b = _batch(self.tokens, self.layout, self._positions(self.streams, chunk), chunk == 0)
-        b.n_global = int(b.mask.sum()) if len(self.streams) == self.batch_size else self.global_targets(chunk)
-        return b
+        t = self.table[chunk]
+        return Batch(t["x"], t["y"], t["reset"], t["artist"], self.n_targets[chunk])
 
     def global_targets(self, chunk: int) -> int:
         """Targets scored in chunk c over all processes' streams: the loss is a mean over exactly these."""
-        return int(self.layout.lookup(self._positions(self._all, chunk))[2].sum())
+        return self.n_targets[chunk]
 
 
 class EvalStreams:
@@ -170,12 +274,11 @@ class EvalStreams:
         rank: int = 0,
         world_size: int = 1,
     ):
-        self.tokens = tokens
         self.seq_len = seq_len
         self.layout = SongLayout(len(tokens), doc_starts, doc_artists, seq_len) if len(tokens) else None
         self.n_targets = self.layout.n_targets if self.layout else 0
         if not self.n_targets:
-            self.num_chunks, self.streams, self.stream_len = 0, np.zeros(0, dtype=np.int64), 0
+            self.num_chunks, self.streams, self.stream_len, self.table = 0, np.zeros(0, dtype=np.int64), 0, None
             return
         # The layout never depends on world_size (so neither does the loss); empty streams pad it to a multiple.
         chunks_total = self.layout.padded_len // seq_len
@@ -184,10 +287,17 @@ class EvalStreams:
         self.stream_len = self.num_chunks * seq_len
         per_rank = -(-real // world_size)
         self.streams = np.arange(rank * per_rank, (rank + 1) * per_rank, dtype=np.int64)
+        n_streams = per_rank * world_size
+        self.table = _ChunkTable(self.layout, tokens, n_streams, self.stream_len, rank * per_rank, (rank + 1) * per_rank)
 
     def __len__(self) -> int:
         return self.num_chunks
 
+    def to(self, device: torch.device, max_device_fraction: float = 0.5) -> "EvalStreams":
+        if self.table is not None:
+            self.table.to(device, max_device_fraction)
+        return self
+
     def batch(self, chunk: int) -> Batch:
-        q = self.streams[:, None] * self.stream_len + chunk * self.seq_len + np.arange(self.seq_len)
-        return _batch(self.tokens, self.layout, q, chunk == 0)
+        t = self.table[chunk]
+        return Batch(t["x"], t["y"], t["reset"], t["artist"], int(self.table.n_targets[chunk]))

@@ -9,6 +9,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .precision import run_rnn
+
 State = tuple[torch.Tensor, ...]  # (h, c) for an LSTM, (h,) for a GRU or plain RNN
 
 
@@ -69,24 +71,40 @@ class CharRNN(nn.Module):
         )
         self.drop = nn.Dropout(cfg.dropout)
         self.head = nn.Linear(cfg.hidden_size, vocab_size)
+        self._eye: torch.Tensor | None = None
 
     def inputs(
         self, x: torch.Tensor, artist: torch.Tensor | None = None, artist_vec: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """Input vectors [B, T, in]: the character (one-hot or embedded) and, if conditioned, the artist."""
+        """Input vectors [B, T, in]: the character (one-hot or embedded) and, if conditioned, the artist.
+
+        `x` may be any integer dtype (the training batches keep the smallest that fits). `artist` is [B] (one artist
+        per chunk, as the song-aligned batches give) or [B, T]. One-hot rows are read from a cached identity table
+        in the RNN's dtype: no [B, T, V] int64 tensor and no float copy of it.
+        """
+        ids = x if x.dtype in (torch.int32, torch.int64) else x.int()
         if self.embed is not None:
-            inp = self.embed(x)
+            inp = self.embed(ids)
         else:
-            inp = F.one_hot(x, self.vocab_size).to(self.head.weight.dtype)
+            inp = F.embedding(ids, self._one_hot_table(x.device))
         if self.artist_embed is not None:
             if artist_vec is None:
                 if artist is None:
-                    artist = torch.zeros_like(x)
-                artist_vec = self.artist_embed(artist)
-            elif artist_vec.dim() == 2:
+                    artist = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+                artist_vec = self.artist_embed(artist.long())
+            if artist_vec.dim() == 2:
                 artist_vec = artist_vec[:, None, :].expand(x.shape[0], x.shape[1], -1)
             inp = torch.cat([inp, artist_vec.to(inp.dtype)], dim=-1)
         return inp
+
+    def _one_hot_table(self, device: torch.device) -> torch.Tensor:
+        """The identity [V, V] in the RNN's dtype, built once per (size, dtype, device); not a parameter or buffer, so
+        it is never saved, broadcast by DDP or updated."""
+        dtype = self.rnn.weight_hh_l0.dtype
+        t = self._eye
+        if t is None or t.shape[0] != self.vocab_size or t.dtype != dtype or t.device != device:
+            t = self._eye = torch.eye(self.vocab_size, dtype=dtype, device=device)
+        return t
 
     def forward(
         self,
@@ -96,7 +114,7 @@ class CharRNN(nn.Module):
         artist: Optional[torch.Tensor] = None,
         artist_vec: Optional[torch.Tensor] = None,
     ) -> tuple[torch.Tensor, State]:
-        """Logits [B, T, V] and the final state. `reset[b]` zeroes stream b's state first (a song starts)."""
+        """Logits [B, T, V] and the final state (in the RNN's dtype). `reset[b]` zeroes stream b's state first."""
         inp = self.inputs(x, artist, artist_vec)
         if reset is not None and state is not None:
             keep = (~reset).to(state[0].dtype)[None, :, None]
@@ -106,20 +124,24 @@ class CharRNN(nn.Module):
         return logits, _from_rnn(new_state)
 
     def _rnn(self, inp: torch.Tensor, state):
-        """The recurrent layers, in bf16 when bf16 autocast is on.
+        """The recurrent layers: one fused kernel call in the RNN's own weight dtype, with autocast off.
 
-        PyTorch's autocast runs cuDNN RNNs in float16 whatever the autocast dtype, and accelerate adds no loss
-        scaling for bf16, so under bf16 autocast we cast weights, input and state to bf16 ourselves.
+        The weights' dtype is the compute dtype (see lyricdist.precision): PyTorch's autocast would run a cuDNN RNN
+        in float16 whatever was asked, and casting weights per forward can leave the fused kernel.
         """
-        dev = inp.device.type
-        if not (torch.is_autocast_enabled(dev) and torch.get_autocast_dtype(dev) == torch.bfloat16):
-            return self.rnn(inp, state)
-        bf16 = torch.bfloat16
-        with torch.autocast(dev, enabled=False):
-            params = {name: p.to(bf16) for name, p in self.rnn.named_parameters()}
-            if state is not None:
-                state = tuple(s.to(bf16) for s in state) if isinstance(state, tuple) else state.to(bf16)
-            return torch.func.functional_call(self.rnn, params, (inp.to(bf16), state))
+        out, new_state = run_rnn(self.rnn, inp, state)
+        if not torch.is_autocast_enabled(out.device.type):
+            out = out.to(self.head.weight.dtype)
+        return out, new_state
+
+    @property
+    def rnn_dtype(self) -> torch.dtype:
+        return self.rnn.weight_hh_l0.dtype
+
+    def set_rnn_dtype(self, dtype: torch.dtype) -> None:
+        """Keep the recurrent weights in `dtype` (flattened for cuDNN); everything else stays as it is."""
+        self.rnn.to(dtype)
+        self.rnn.flatten_parameters()
 
     def zero_state(self, batch: int, device=None, dtype=None) -> State:
         shape = (self.cfg.num_layers, batch, self.cfg.hidden_size)

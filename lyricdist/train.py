@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import shutil
 import signal
 import sys
@@ -28,14 +27,16 @@ from safetensors.torch import load_file, save_file
 
 from .checkpoint import save_checkpoint
 from .config import RunConfig, TrainConfig
-from .data import Corpus, EvalStreams, StreamBatches
+from .data import IGNORE_INDEX, Corpus, EvalStreams, StreamBatches
 from .errors import LyricdistError
 from .fileio import atomic_write_json, atomic_write_text, recover_dir, replace_dir
 from .model import CharRNN, detach_state
+from .precision import MasterWeights, choose_precision
 from .sample import generate
 from .tracking import Tracker
 
 STATE_DIR = "state"
+RNN_FP32_FILE = "rnn_fp32.safetensors"
 RESUME_CHECKED_KEYS = ("data", "model", "train.seq_len", "train.batch_size")
 
 
@@ -54,31 +55,35 @@ def lr_factor(step: int, t: TrainConfig, steps_per_epoch: int) -> float:
     return f
 
 
-def make_optimizer(model: torch.nn.Module, t: TrainConfig) -> torch.optim.Optimizer:
-    params = model.parameters()
+def token_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Summed NLL of the scored targets (IGNORE_INDEX elsewhere). Under autocast the loss runs in fp32 as autocast
+    decides; without it, on the logits as they are (no fp32 copy)."""
+    return F.cross_entropy(logits.flatten(0, 1), targets.flatten().long(), ignore_index=IGNORE_INDEX, reduction="sum")
+
+
+def make_optimizer(params: list[torch.nn.Parameter], t: TrainConfig) -> torch.optim.Optimizer:
+    # On CUDA, Adam's fused kernel: one launch for all tensors, and loss scaling without a host sync per step.
+    fused = {"fused": True} if params and all(p.device.type == "cuda" for p in params) else {}
     if t.optimizer == "adam":
-        return torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay)
+        return torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay, **fused)
     if t.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
+        return torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay, **fused)
     if t.optimizer == "rmsprop":  # char-rnn's optim.rmsprop: decay 0.95
         return torch.optim.RMSprop(params, lr=t.lr, alpha=0.95, eps=1e-8, weight_decay=t.weight_decay)
     return torch.optim.SGD(params, lr=t.lr, momentum=0.9, weight_decay=t.weight_decay)
 
 
 def make_accelerator(cfg: RunConfig):
+    """Accelerate for devices, processes and tracking; precision is lyricdist.precision's (accelerate's autocast
+    would run the RNN in fp16 and convert the full logits to fp32)."""
     from accelerate import Accelerator
-    from accelerate.utils import ProjectConfiguration
+    from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration
 
-    mp = cfg.train.mixed_precision
-    if mp == "auto":
-        mp = os.environ.get("ACCELERATE_MIXED_PRECISION") or None
-        if mp is None:
-            gpu = torch.cuda.is_available() and not cfg.train.cpu
-            mp = "bf16" if gpu and torch.cuda.is_bf16_supported() else "no"
     use_wandb = cfg.tracking.backend == "wandb" and cfg.tracking.mode != "disabled"
     return Accelerator(
         cpu=cfg.train.cpu,
-        mixed_precision=mp,
+        mixed_precision="no",
+        kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)],
         log_with="wandb" if use_wandb else None,
         project_config=ProjectConfiguration(project_dir=cfg.train.out_dir),
         step_scheduler_with_optimizer=False,  # we step it once per global step: batch_size is global
@@ -117,7 +122,7 @@ class Trainer:
         starts, artists = corpus.doc_artist_ids("train")
         self.batches = StreamBatches(
             corpus.tokens("train"), starts, artists, t.batch_size, t.seq_len, acc.process_index, acc.num_processes
-        )
+        ).to(acc.device)
         local = t.batch_size // acc.num_processes
         if local % t.grad_accum:
             raise LyricdistError(
@@ -127,7 +132,10 @@ class Trainer:
         vstarts, vartists = corpus.doc_artist_ids("val")
         self.val = EvalStreams(
             corpus.tokens("val"), vstarts, vartists, t.batch_size, t.seq_len, acc.process_index, acc.num_processes
-        )
+        ).to(acc.device)
+        acc.print(f"batches: {self.batches.placement}")
+        self.precision = choose_precision(t.mixed_precision, acc.device, cfg.model.cell)
+        acc.print(self.precision.describe())
 
         set_seed(t.seed)
         num_artists = len(corpus.artists) if cfg.model.artist_embedding_dim else 0
@@ -138,10 +146,17 @@ class Trainer:
 
             self.init_info = init_from_checkpoint(model, self.vocab, t.init_from, artists=corpus.artists)
             acc.print(f"initialised from {t.init_from}: {self.init_info}")
-        optimizer = make_optimizer(model, t)
+        model.to(acc.device)
+        # A 16-bit RNN keeps fp32 masters for the optimizer; its own weights become the compute dtype (flattened).
+        self.masters = MasterWeights(list(model.rnn.parameters())) if self.precision.low_precision else None
+        model.set_rnn_dtype(self.precision.rnn_dtype)
+        self.optim_params = [self.masters.master_of(p) if self.masters else p for p in model.parameters()]
+        optimizer = make_optimizer(self.optim_params, t)
         cpe = self.batches.chunks_per_epoch
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, t, cpe))
         self.model, self.optimizer, self.scheduler = acc.prepare(model, optimizer, scheduler)
+        acc.unwrap_model(self.model).rnn.flatten_parameters()
+        self.scaler = torch.amp.GradScaler(acc.device.type, enabled=self.precision.loss_scaling)
         set_seed(t.seed, device_specific=True)  # distinct dropout streams per process
 
         self.step = 0
@@ -184,6 +199,10 @@ class Trainer:
         save_file({k: v.cpu() for k, v in hidden.items()}, str(tmp / f"hidden_{acc.process_index}.safetensors"))
         acc.wait_for_everyone()
         if acc.is_main_process:
+            # The RNN's weights at full precision (its fp32 masters when it computes in 16 bits): resuming under
+            # another precision, or from a 16-bit run, loses nothing.
+            rnn_state = {k: v for k, v in self.full_precision_state().items() if k.startswith("rnn.")}
+            save_file({k: v.detach().cpu().contiguous() for k, v in rnn_state.items()}, str(tmp / RNN_FP32_FILE))
             atomic_write_json(
                 tmp / "trainer_state.json",
                 {
@@ -192,6 +211,7 @@ class Trainer:
                     "num_processes": acc.num_processes,
                     "wandb_run_id": self.tracker.run_id,
                     "vocab_sha256": self.vocab_hash,
+                    "grad_scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
                 },
             )
             replace_dir(tmp, final)
@@ -214,12 +234,23 @@ class Trainer:
             ) from None
         self.step = int(info["step"])
         self.best_val = float("inf") if info.get("best_val_loss") is None else float(info["best_val_loss"])
+        if (state_dir / RNN_FP32_FILE).is_file():
+            full = load_file(str(state_dir / RNN_FP32_FILE))
+            rnn = self.acc.unwrap_model(self.model).rnn
+            with torch.no_grad():
+                for name, p in rnn.named_parameters():
+                    (self.masters.master_of(p) if self.masters else p).copy_(full[f"rnn.{name}"])
+            if self.masters:
+                self.masters.to_model()
+            rnn.flatten_parameters()
+        if info.get("grad_scaler") and self.scaler.is_enabled():
+            self.scaler.load_state_dict(info["grad_scaler"])
         # Hidden states of all saved processes, re-split for this world size (streams are global).
         parts = [load_file(str(state_dir / f"hidden_{r}.safetensors")) for r in range(info["num_processes"])]
         if parts and parts[0]:
             full = [torch.cat([p[f"h{i}"] for p in parts], dim=1) for i in range(len(parts[0]))]
             lo, hi = self.batches.streams[0], self.batches.streams[-1] + 1
-            self.state = tuple(h[:, lo:hi].to(acc.device) for h in full)
+            self.state = tuple(h[:, lo:hi].to(acc.device, self.precision.rnn_dtype) for h in full)
         if info["num_processes"] != acc.num_processes:
             acc.print(f"warning: resumed with {acc.num_processes} processes (saved with {info['num_processes']})")
         acc.print(f"resumed from {state_dir} at step {self.step}")
@@ -235,20 +266,15 @@ class Trainer:
         model.eval()
         dev = self.acc.device
         total = torch.zeros((), dtype=torch.float64, device=dev)
-        count = torch.zeros((), dtype=torch.float64, device=dev)
         state = None
         for c in range(len(self.val)):
             b = self.val.batch(c)
-            with self.acc.autocast():
-                logits, state = model(b.x.to(dev), state, b.reset.to(dev), b.artist.to(dev))
-            nll = F.cross_entropy(logits.float().flatten(0, 1), b.y.to(dev).flatten(), reduction="none")
-            mask = b.mask.to(dev).flatten()
-            total += (nll * mask).sum().double()
-            count += mask.sum().double()
+            with self.precision.autocast(dev):
+                logits, state = model(b.x, state, b.reset, b.artist)
+                total += token_nll(logits, b.y).double()
         total = self.acc.reduce(total, "sum")
-        count = self.acc.reduce(count, "sum")
         model.train(was_training)
-        loss = (total / count).item()
+        loss = total.item() / self.val.n_targets  # every real target of the split, over all processes
         return {"val_loss": loss, "val_bpc": loss / math.log(2)}
 
     def default_primetexts(self) -> list[str]:
@@ -269,7 +295,7 @@ class Trainer:
         for prime in self.default_primetexts():
             text = prime.lower() if self.vocab.lowercase else prime
             ids = self.vocab.encode("".join(c for c in text if c in self.vocab))
-            with self.acc.autocast():
+            with self.precision.autocast(self.acc.device):
                 outs = generate(model, ids, s.length, s.temperatures, generator=gen)
             for temp, o in zip(s.temperatures, outs):
                 rows.append({"step": self.step, "primetext": prime, "temperature": temp, "text": self.vocab.decode(o)})
@@ -280,38 +306,43 @@ class Trainer:
         """One optimizer step on chunk c of every stream: (this process's summed NLL, global targets, grad norm).
 
         The loss is the mean over the targets of all processes' streams: each process scales its summed NLL by
-        W / n_global, so DDP's gradient average is the gradient of the global mean, whatever W.
+        W / n_global, so DDP's gradient average is the gradient of the global mean, whatever W. Nothing here
+        waits for the device: the batch is a slice of tables already there, the target count is a host int.
         """
-        t = self.cfg.train
-        acc, dev = self.acc, self.acc.device
+        t, acc = self.cfg.train, self.acc
         chunk = self.step % self.batches.chunks_per_epoch
         if chunk == 0:
             self.state = None
         b = self.batches.batch(chunk)
-        n_global = b.n_global
-        scale = acc.num_processes / max(n_global, 1)
-        x, y, mask, reset, artist = (v.to(dev, non_blocking=True) for v in (b.x, b.y, b.mask, b.reset, b.artist))
-        micro = x.shape[0] // t.grad_accum
-        new_states, nll_total = [], torch.zeros((), device=dev)
+        scale = acc.num_processes / max(b.n_global, 1)
+        micro = b.x.shape[0] // t.grad_accum
+        new_states, nll_total = [], torch.zeros((), device=acc.device)
         for m in range(t.grad_accum):
             sl = slice(m * micro, (m + 1) * micro)
             st = None if self.state is None else tuple(s[:, sl] for s in self.state)
             sync = acc.no_sync(self.model) if m < t.grad_accum - 1 else nullcontext()
             with sync:
-                logits, new_st = self.model(x[sl], st, reset[sl], artist[sl])
-                nll = F.cross_entropy(logits.float().flatten(0, 1), y[sl].flatten(), reduction="none")
-                nll_sum = (nll * mask[sl].flatten()).sum()
-                acc.backward(nll_sum * scale)
+                with self.precision.autocast(acc.device):
+                    logits, new_st = self.model(b.x[sl], st, b.reset[sl], b.artist[sl])
+                    nll_sum = token_nll(logits, b.y[sl])
+                acc.backward(self.scaler.scale(nll_sum * scale))
             new_states.append(detach_state(new_st))
             nll_total += nll_sum.detach()
         self.state = tuple(torch.cat(parts, dim=1) for parts in zip(*new_states))
-        grad_norm = acc.clip_grad_norm_(self.model.parameters(), t.grad_clip if t.grad_clip > 0 else float("inf"))
+        if self.masters:
+            self.masters.to_masters()
+        inner = self.optimizer.optimizer  # the scaler's sync-free path needs the (fused) optimizer itself
+        self.scaler.unscale_(inner)
+        grad_norm = acc.clip_grad_norm_(self.optim_params, t.grad_clip if t.grad_clip > 0 else float("inf"))
         self.lr = self.scheduler.get_last_lr()[0]  # the rate this update uses
-        self.optimizer.step()
+        self.scaler.step(inner)
+        self.scaler.update()
+        if self.masters:
+            self.masters.to_model()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
-        return nll_total, n_global, grad_norm
+        return nll_total, b.n_global, grad_norm
 
     def fit(self) -> dict:
         from tqdm.auto import tqdm
@@ -428,11 +459,18 @@ class Trainer:
             {"step": self.step, "val_loss": val},
         )
 
+    def full_precision_state(self) -> dict[str, torch.Tensor]:
+        """The model's state dict with the RNN's fp32 masters in place of its 16-bit compute weights."""
+        model = self.acc.unwrap_model(self.model)
+        state = model.state_dict(keep_vars=True)
+        return {k: (self.masters.master_of(v) if self.masters else v).detach() for k, v in state.items()}
+
     def _save_portable(self, name: str, metrics: dict) -> None:
         save_checkpoint(
             self.out / "checkpoints" / name,
             self.acc.unwrap_model(self.model),
             self.vocab,
+            state=self.full_precision_state(),
             artists=self.corpus.artists,
             step=self.step,
             val_loss=metrics.get("val_loss"),

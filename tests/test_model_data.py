@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from lyricdist.data import EvalStreams, StreamBatches
+from lyricdist.data import IGNORE_INDEX, EvalStreams, SongLayout, StreamBatches
 from lyricdist.errors import LyricdistError
 from lyricdist.model import CharRNN, ModelConfig
 
@@ -42,6 +42,59 @@ def _toy(n=1000, starts=(0, 130, 400, 777)):
     return tokens, np.array(starts), np.arange(len(starts))
 
 
+def _lookup(layout: SongLayout, q: np.ndarray):
+    """The per-step reference (lyricdist before batches lived on the device): (token index, input real, target
+    real, song) of padded positions q, by binary search over the song starts."""
+    song = np.clip(np.searchsorted(layout.pstarts, q, side="right") - 1, 0, None)
+    off = q - layout.pstarts[song]
+    inside = (q < layout.padded_len) & (off < layout.lengths[song])
+    target = inside & (off + 1 < layout.lengths[song])
+    return np.where(inside, layout.starts[song] + off, 0), inside, target, song
+
+
+def _reference_batch(tokens, layout, streams, stream_len, seq_len, chunk):
+    q = streams[:, None] * stream_len + chunk * seq_len + np.arange(seq_len)
+    index, inside, target, song = _lookup(layout, q)
+    x = np.where(inside, tokens[index], 0).astype(np.int64)
+    y = np.where(target, tokens[np.where(target, index + 1, 0)].astype(np.int64), IGNORE_INDEX)
+    reset = (q[:, 0] == layout.pstarts[song[:, 0]]) | (chunk == 0)
+    assert (song == song[:, :1]).all()  # songs are chunk-aligned: one song (so one artist) per chunk
+    return x, y, reset, layout.artists[song[:, 0]], int(target.sum())
+
+
+@pytest.mark.parametrize("world", [1, 2, 3])
+@pytest.mark.parametrize("vocab_top", [250, 3000])  # uint8 and int16 tables
+def test_device_batches_equal_the_per_step_reference_for_every_chunk(world, vocab_top):
+    """The tables built once equal what the per-step numpy batching gave, chunk by chunk, at any world size."""
+    rng = np.random.default_rng(0)
+    n = 5000
+    tokens = rng.integers(0, vocab_top, n).astype(np.uint8 if vocab_top < 256 else np.uint16)
+    starts = np.sort(rng.choice(np.arange(1, n), 40, replace=False))
+    starts = np.concatenate([[0], starts])
+    artists = rng.integers(0, 5, len(starts))
+    B, T = 6, 7
+    for r in range(world):
+        sb = StreamBatches(tokens, starts, artists, batch_size=B, seq_len=T, rank=r, world_size=world)
+        for c in range(sb.chunks_per_epoch):
+            b = sb.batch(c)
+            x, y, reset, artist, _ = _reference_batch(tokens, sb.layout, sb.streams, sb.stream_len, T, c)
+            assert torch.equal(b.x.long(), torch.from_numpy(x)), f"inputs of chunk {c}, rank {r}/{world}"
+            assert torch.equal(b.y.long(), torch.from_numpy(y)), f"targets of chunk {c}, rank {r}/{world}"
+            assert torch.equal(b.reset, torch.from_numpy(reset)), f"resets of chunk {c}, rank {r}/{world}"
+            assert torch.equal(b.artist.long(), torch.from_numpy(artist)), f"artists of chunk {c}, rank {r}/{world}"
+            everyone = np.arange(B)
+            assert b.n_global == _reference_batch(tokens, sb.layout, everyone, sb.stream_len, T, c)[4]
+            assert b.x.element_size() <= 2 and b.y.element_size() <= 2 and b.artist.element_size() == 1
+        ev = EvalStreams(tokens, starts, artists, num_streams=5, seq_len=T, rank=r, world_size=world)
+        for c in range(len(ev)):
+            b = ev.batch(c)
+            x, y, reset, artist, _ = _reference_batch(tokens, ev.layout, ev.streams, ev.stream_len, T, c)
+            assert torch.equal(b.x.long(), torch.from_numpy(x)), f"eval inputs of chunk {c}, rank {r}/{world}"
+            assert torch.equal(b.y.long(), torch.from_numpy(y)), f"eval targets of chunk {c}, rank {r}/{world}"
+            assert torch.equal(b.reset, torch.from_numpy(reset)), f"eval resets of chunk {c}, rank {r}/{world}"
+            assert torch.equal(b.artist.long(), torch.from_numpy(artist)), f"eval artists of chunk {c}, rank {r}/{world}"
+
+
 def test_rank_streams_partition_the_global_batch():
     tokens, starts, artists = _toy()
     whole = StreamBatches(tokens, starts, artists, batch_size=8, seq_len=10)
@@ -69,7 +122,7 @@ def test_songs_start_at_chunk_boundaries_with_a_reset_and_nothing_crosses_songs(
                 assert b.x[i, 0] == 0  # after the epoch's first chunk, a reset only happens where a song starts
             if b.x[i, 0] == 0:
                 assert b.reset[i]  # and every song start is a chunk start with a reset
-                song_starts.add(b.artist[i, 0].item())  # carrying that song's own artist id
+                song_starts.add(b.artist[i].item())  # carrying that song's own artist id
     reached = {k for k in range(len(starts)) if sb.layout.pstarts[k] % sb.stream_len < sb.chunks_per_epoch * 10
                and sb.layout.pstarts[k] < 2 * sb.stream_len}
     assert reached and reached <= song_starts
@@ -83,10 +136,10 @@ def test_eval_streams_score_every_target_once(world):
         ev = EvalStreams(tokens, starts, artists, num_streams=6, seq_len=16, rank=r, world_size=world)
         for c in range(len(ev)):
             b = ev.batch(c)
-            index, _, target, _ = ev.layout.lookup(ev.streams[:, None] * ev.stream_len + c * 16 + np.arange(16))
+            index, _, target, _ = _lookup(ev.layout, ev.streams[:, None] * ev.stream_len + c * 16 + np.arange(16))
             assert torch.equal(torch.from_numpy(target), b.mask)
             seen.extend(index[target].tolist())
-            assert torch.equal(b.y[b.mask], torch.from_numpy(tokens[index[target] + 1].astype(np.int64)))
+            assert torch.equal(b.y[b.mask].long(), torch.from_numpy(tokens[index[target] + 1].astype(np.int64)))
     bounds = list(starts) + [997]
     expected = [p for a, b in zip(bounds[:-1], bounds[1:]) for p in range(a, b - 1)]
     assert sorted(seen) == expected
@@ -111,19 +164,3 @@ def test_eval_layout_does_not_depend_on_world_size():
                         if any(ev.batch(c).mask[i].any() for c in range(len(ev)))]
         layouts.append(streams)
     assert layouts[0] == layouts[1] == layouts[2] and len(layouts[0]) >= 2
-
-
-def test_bf16_autocast_runs_the_rnn_in_bf16_and_trains_fp32_weights():
-    """cuDNN's autocast would use float16 for RNNs; we cast to bf16 ourselves and gradients reach fp32 weights."""
-    torch.manual_seed(0)
-    model = CharRNN(ModelConfig(num_layers=2, hidden_size=16), 9)
-    x = torch.randint(0, 9, (4, 10))
-    reset = torch.tensor([False, False, True, False])
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        logits, state = model(x, None, reset)
-    assert state[0].dtype == torch.bfloat16
-    logits.float().sum().backward()
-    assert model.rnn.weight_hh_l1.dtype == torch.float32 and model.rnn.weight_hh_l1.grad.abs().sum() > 0
-    with torch.no_grad():
-        ref, _ = model(x, None, reset)
-    torch.testing.assert_close(logits.float(), ref, atol=0.1, rtol=0.05)
