@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from .checkpoint import load_checkpoint, resolve_checkpoint_dir
+from .precision import use_for_inference
 from .errors import LyricdistError
 from .fileio import atomic_write_json
 from .model import CharRNN
@@ -123,11 +124,13 @@ def load_authors(a: str, b: str, model: str | None, device: str = "cpu") -> tupl
         authors = []
         for path in (a, b):
             m, vocab, config = load_checkpoint(path, device=device)
+            use_for_inference(m, device)
             authors.append(Author(_label(path, config), m, vocab))
         if authors[0].name == authors[1].name:
             authors[1].name += " (B)"
         return authors[0], authors[1]
     m, vocab, config = load_checkpoint(model, device=device)
+    use_for_inference(m, device)
     artists = config.get("artists", [])
     if m.artist_embed is None:
         raise LyricdistError(f"--model {model} is not artist-conditioned (model.artist_embedding_dim is 0)")

@@ -44,7 +44,9 @@ class TrainConfig:
         log_every: steps between log lines
         seed: random seed
         out_dir: where metrics, checkpoints and resumable state go
-        mixed_precision: auto (the launcher's setting, else bf16 on a GPU that has it), no, fp16 or bf16
+        mixed_precision: auto (the launcher's setting, else bf16 where the device computes it natively: an Ampere+
+            GPU or a CPU with AMX/AVX512-BF16), no, fp16 or bf16. The RNN runs in the requested dtype only if its
+            fused kernel takes it (else fp16 with loss scaling, else fp32/TF32); fp32 master weights either way
         cpu: force CPU even when a GPU is present
         init_from: a checkpoint to fine-tune from (vocabularies are merged)
     """

@@ -141,16 +141,25 @@ class Precision:
         return line + (f"; {self.note}" if self.note else "")
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether the device computes bf16 natively: an Ampere or newer GPU, or a CPU with AMX or AVX512-BF16."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        cpu = torch.cpu
+        return any(getattr(cpu, f, lambda: False)() for f in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"))
+    return False
+
+
 def resolve_request(mixed_precision: str, device: torch.device) -> str:
-    """`auto` becomes the launcher's setting (accelerate launch --mixed_precision), else bf16 on a GPU that has it."""
+    """`auto` becomes the launcher's setting (accelerate launch --mixed_precision), else bf16 on a device that
+    computes it natively (the fused-kernel check then decides whether the RNN really runs in it), else fp32."""
     if mixed_precision != "auto":
         return mixed_precision
     env = os.environ.get("ACCELERATE_MIXED_PRECISION")
     if env in CANDIDATES:
         return env
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return "bf16"
-    return "no"
+    return "bf16" if native_bf16(device) else "no"
 
 
 def choose_precision(mixed_precision: str, device: torch.device, cell: str = "lstm") -> Precision:
@@ -172,6 +181,14 @@ def choose_precision(mixed_precision: str, device: torch.device, cell: str = "ls
             return Precision(requested, DTYPES[name], kernel, fused, note)
         rejected.append(f"{name} RNN is not fused here ({kernel})")
     raise AssertionError("unreachable: fp32 is always a candidate")
+
+
+def use_for_inference(model, device: str | torch.device, mixed_precision: str = "auto") -> Precision:
+    """Sampling and evaluation follow the training rule: the RNN's weights become the dtype whose fused kernel
+    runs here (no masters needed without an optimizer); the head stays fp32."""
+    precision = choose_precision(mixed_precision, torch.device(device), model.cfg.cell)
+    model.set_rnn_dtype(precision.rnn_dtype)
+    return precision
 
 
 class MasterWeights:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Literal, Sequence
 
 import torch
 
 from .checkpoint import load_checkpoint
 from .errors import LyricdistError
 from .model import CharRNN
+from .precision import use_for_inference
 from .vocab import Vocab
 
 ORIGINAL_DIVERSITIES = (0.2, 0.5, 1.0, 1.2)
@@ -136,6 +137,7 @@ def sample(
     artist: str | None = None,
     artist_mix: str | None = None,
     alpha: float = 0.5,
+    mixed_precision: str = "auto",
 ) -> list[SampleResult]:
     """Sample from CHECKPOINT: `num_samples` texts for each temperature, deterministic for a given seed."""
     if length <= 0:
@@ -148,6 +150,7 @@ def sample(
     if not temps or any(t <= 0 for t in temps):
         raise LyricdistError(f"--temperature values must be positive, got {temps}; use --argmax for greedy decoding")
     model, vocab, config = load_checkpoint(checkpoint, device=device)
+    use_for_inference(model, device, mixed_precision)
     ids = prime_ids(vocab, primetext, drop_unknown)
     if not ids:
         ids = [vocab.chars.index("\n")] if "\n" in vocab else [0]
@@ -178,6 +181,8 @@ def cli_parser():
     p.add_argument("--artist-mix", type=str | None, default=None, help="a second artist to blend into --artist")
     p.add_argument("--alpha", type=float, default=0.5, help="weight of --artist-mix: (1-alpha) artist + alpha mix")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    p.add_argument("--mixed-precision", type=Literal["auto", "no", "bf16", "fp16"], default="auto",
+                   help="the RNN's dtype, chosen as in training (auto: bf16 where native and fused, else fp32)")
     p.add_argument("--json", action="store_true", help="print JSON lines instead of text")
     p.add_argument("--check-memorization", action="store_true", help="report text copied from training lyrics")
     p.add_argument("--corpus", type=list[str] | None, default=None, help="corpora for the check (default: the model's)")
@@ -203,6 +208,7 @@ def cli_run(parser, args) -> int:
         artist=args.artist,
         artist_mix=args.artist_mix,
         alpha=args.alpha,
+        mixed_precision=args.mixed_precision,
     )
     reports = [None] * len(results)
     if args.check_memorization:

@@ -24,7 +24,7 @@ def _trainer(corpus, out, *extra):
 
 def _pickable_requests():
     """Every precision request, with what the trainer picks for it on this machine (ids show both)."""
-    return [pytest.param(req, id=f"{req}->{choose_precision(req, CPU).name}") for req in ("no", "bf16", "fp16")]
+    return [pytest.param(req, id=f"{req}->{choose_precision(req, CPU).name}") for req in ("auto", "no", "bf16", "fp16")]
 
 
 @pytest.mark.parametrize("request_", _pickable_requests())

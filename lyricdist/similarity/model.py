@@ -6,6 +6,7 @@ import torch
 import torch.nn as nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
+from ..precision import run_rnn
 from .config import SimilarityModelConfig
 
 FORGET_BIAS = 1.0
@@ -33,7 +34,7 @@ class MaLSTM(nn.Module):
     def encode(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """[batch, time] padded word ids -> [batch, hidden] final hidden state of each text."""
         packed = pack_padded_sequence(self.embedding(ids), lengths.cpu(), batch_first=True, enforce_sorted=False)
-        _, (h, _) = self.encoder(packed)
+        _, (h, _) = run_rnn(self.encoder, packed)  # the fused kernel in the encoder's own dtype, never autocast's fp16
         return h[-1]
 
     @staticmethod

@@ -3,10 +3,9 @@
     lyricdist prepare ../shared/data/giitaayan-isb.tar.gz --out corpus/bollywood
     python scripts/bench/charrnn_scale.py --corpus corpus/bollywood --steps 30
 
-Uses the measurement of scripts/bench/train_throughput.py (same two implementations, each in its own
-subprocess) with configs/bollywood-charrnn.yaml: chars/s, seconds per epoch and peak memory. Seconds per epoch
-are EXTRAPOLATED from --steps timed steps (steps per epoch = train characters / (batch x seq_len)). On CPU:
-batch 50 fp32; with a GPU: fp32 and bf16 at batch 50 and at --large-batch.
+Uses the measurement of scripts/bench/train_throughput.py (the same arms, each in its own subprocess) with
+configs/bollywood-charrnn.yaml's model at seq_len 50: chars/s, seconds per epoch and peak memory. Seconds per
+epoch are EXTRAPOLATED (train characters / chars/s). On a CPU: batch 50; with a GPU: batch 50 and --large-batch.
 """
 
 from __future__ import annotations
@@ -40,29 +39,33 @@ def main() -> None:
         )
     import torch
 
+    from lyricdist.precision import native_bf16
+
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda":
-        cases = [(d, b) for b in (50, args.large_batch) for d in ("fp32", "bf16")]
-        where = torch.cuda.get_device_name()
+        arms, batches, where = ["lyricdist:auto", "lyricdist:no", "plain:tf32", "plain:fp16"], [50, args.large_batch], \
+            torch.cuda.get_device_name()
     else:
-        cases, where = [("fp32", 50)], f"CPU, {args.threads} torch threads"
+        arms = ["lyricdist:auto", "plain:fp32"] + (["lyricdist:no", "plain:bf16"] if native_bf16(torch.device("cpu")) else [])
+        batches, where = [50], f"CPU, {args.threads} torch threads"
     meta = json.loads((Path(args.corpus) / "meta.json").read_text())
-    print(f"corpus {args.corpus}: {meta['splits']['train']['chars']:,} train chars, vocab {meta['vocab_size']}; "
-          f"device {where}; {args.steps} timed steps after {args.warmup} warm-up, epoch time extrapolated")
-    header = (f"{'device':6} {'dtype':5} {'batch':>5} | {'lyricdist chars/s':>17} {'plain chars/s':>13} {'ratio':>6} | "
-              f"{'epoch s (ld)':>12} {'epoch s (plain)':>15} | {'peak MB (ld)':>12} {'peak MB (plain)':>15}")
-    print(header)
-    print("-" * len(header))
+    chars = meta["splits"]["train"]["chars"]
+    print(f"corpus {args.corpus}: {chars:,} train chars, vocab {meta['vocab_size']}; device {where}; "
+          f"{args.steps} timed steps after {args.warmup} warm-up, epoch time extrapolated")
+    header = f"{'batch':>5} {'arm':15} {'rnn':4} | {'chars/s':>12} {'ratio':>6} | {'epoch s':>8} | {'peak MB':>8}"
+    print(header + "\n" + "-" * len(header))
     rows = []
-    for dtype, batch in cases:
-        common = (CONFIG, args.corpus, device, dtype, batch, args.steps, args.warmup, args.threads)
-        ld, pl = measure("lyricdist", *common), measure("plain", *common)
-        rows.append({"device": device, "dtype": dtype, "batch": batch, "lyricdist": ld, "plain": pl})
-        print(f"{device:6} {dtype:5} {batch:>5} | {ld['chars_per_s']:>17,.0f} {pl['chars_per_s']:>13,.0f} "
-              f"{ld['chars_per_s'] / pl['chars_per_s']:>5.2f}x | {ld['epoch_s']:>12,.0f} {pl['epoch_s']:>15,.0f} | "
-              f"{ld['peak_mb']:>12,.0f} {pl['peak_mb']:>15,.0f}", flush=True)
-    print("ratio = lyricdist chars/s / plain chars/s (>1: lyricdist faster). Peak MB: CPU max RSS of the whole "
-          "process (incl. the interpreter and libraries), CUDA max allocated.")
+    for batch in batches:
+        results = {arm: measure(arm, CONFIG, args.corpus, device, batch, 50, args.steps, args.warmup, args.threads)
+                   for arm in arms}
+        best_plain = max(r["chars_per_s"] for a, r in results.items() if a.startswith("plain"))
+        for arm, r in results.items():
+            r.update(batch=batch, arm=arm, ratio=r["chars_per_s"] / best_plain, epoch_s=chars / r["chars_per_s"])
+            rows.append(r)
+            print(f"{batch:>5} {arm:15} {r['precision']:4} | {r['chars_per_s']:12,.0f} {r['ratio']:5.2f}x | "
+                  f"{r['epoch_s']:8,.0f} | {r['peak_mb']:8,.0f}", flush=True)
+    print("ratio = chars/s over the best plain arm (>1: lyricdist faster). Peak MB: CPU max RSS of the whole process, "
+          "CUDA max allocated.")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
 

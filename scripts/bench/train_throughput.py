@@ -1,16 +1,26 @@
-"""Training throughput: lyricdist's trainer step vs the plain PyTorch loop a user would write, side by side.
+"""Training throughput: lyricdist's trainer step against a competent plain PyTorch loop, side by side in one run.
 
-    python scripts/bench/train_throughput.py                      # both presets, on the demo corpus
-    python scripts/bench/train_throughput.py --corpus corpus/x --presets lstm-4x256 --steps 50
+    python scripts/bench/train_throughput.py                       # CPU: each preset's own batch
+    python scripts/bench/train_throughput.py --regimes all         # GPU: also 1024x100 and 4096x200
+    python scripts/bench/train_throughput.py --corpus corpus/x     # a real prepared corpus instead
 
-  lyricdist  `Trainer.train_step()`: contiguous streams memory-mapped from the corpus, hidden state carried
-             across chunks (reset at song starts), accelerate for device and autocast, grad clipping. Its chars/s
-             counts only real characters (songs are padded to chunk boundaries; padding is not counted).
-  plain      the usual hand-written loop: random windows, zero state every batch, Python-side batching
-             (one numpy slice per row, then torch.stack), same model shape, optimizer and clipping.
+Arms (same model shape, batch, seq_len, optimizer (Adam), clipping and device; each in its own subprocess so its
+peak memory is its own):
+  lyricdist:auto  `Trainer.train_step()` with train.mixed_precision=auto: song-aligned streams whose batches were
+                  built once on the device, carried state, the RNN in the dtype its fused kernel takes
+  lyricdist:no    the same in fp32 (TF32 on a GPU)                                              [GPU only]
+  plain:fp32      scripts/bench/plain_loop.py: nn.LSTM, tokens on the device once, one randint gather a batch
+  plain:tf32 / plain:fp16   the plain loop with TF32, and with fp16 autocast + GradScaler         [GPU only]
 
-Same preset, batch and device in both; each measurement runs in its own subprocess so peak memory is its own
-(CPU: max RSS; CUDA: torch.cuda.max_memory_allocated). On a GPU both fp32 and bf16 are measured.
+Corpus: a synthetic one of --corpus-chars characters (default 50 M, written memory-mapped to a temp dir, songs of
+800-3,200 characters) or a prepared corpus given with --corpus. lyricdist's chars/s counts the characters it
+scores (song padding excluded); the plain loop's counts B x T.
+
+Columns: chars/s; ratio = this arm / the best plain arm of the regime; peak memory (CUDA: max allocated; CPU: max
+RSS of the whole process); host syncs per step (Python-level reads of tensor values, and on CUDA also
+torch.cuda's sync debug mode); the RNN kernel the profiler saw in one step; FLOP share = chars/s x FLOP per
+character (forward + backward, 3 x the forward matmuls) / a matmul ceiling measured in the same dtype on the
+same device in the same process.
 """
 
 from __future__ import annotations
@@ -18,149 +28,266 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
 import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
+import numpy as np
+
 REPO = Path(__file__).resolve().parents[2]
-PRESETS = {"lstm-4x256": REPO / "configs" / "lstm-4x256.yaml", "base-1x128": REPO / "configs" / "base-1x128.yaml"}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+PRESETS = {"charrnn-3x300": REPO / "configs" / "charrnn-3x300.yaml", "lstm-4x256": REPO / "configs" / "lstm-4x256.yaml"}
+# name: (preset, batch, seq_len); the first two are the presets' own batches
+REGIMES = {
+    "3x300@50x50": ("charrnn-3x300", 50, 50),
+    "4x256@128x40": ("lstm-4x256", 128, 40),
+    "4x256@1024x100": ("lstm-4x256", 1024, 100),
+    "4x256@4096x200": ("lstm-4x256", 4096, 200),
+}
+OWN = ["3x300@50x50", "4x256@128x40"]
+SYNC_READS = ("item", "tolist", "numpy", "__float__", "__int__", "__bool__")
 
 
-def _sync(device: str) -> None:
+# ---- measurement helpers (run inside a worker) --------------------------------------------------------------------
+def _sync(device) -> None:
     import torch
 
-    if device == "cuda":
-        torch.cuda.synchronize()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
-def _peak_mb(device: str) -> float:
+def _peak_mb(device) -> float:
     import torch
 
-    if device == "cuda":
-        return torch.cuda.max_memory_allocated() / 2**20
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _timed(step, steps: int, warmup: int, device: str) -> float:
-    for _ in range(warmup):
-        step()
-    _sync(device)
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        step()
-    _sync(device)
-    return time.perf_counter() - t0
-
-
-def _config(config: Path, corpus: str, out: str, device: str, dtype: str, batch: int | None):
-    from lyricdist.train import load_config
-
-    args = [f"--data.corpus={corpus}", f"--train.out_dir={out}", f"--train.cpu={'true' if device == 'cpu' else 'false'}",
-            f"--train.mixed_precision={'bf16' if dtype == 'bf16' else 'no'}", "--tracking.backend=none",
-            "--samples.enabled=false"]
-    if batch:
-        args.append(f"--train.batch_size={batch}")
-    return load_config(str(config), args)
-
-
-def run_lyricdist(config: Path, corpus: str, device: str, dtype: str, batch: int | None, steps: int, warmup: int):
-    from lyricdist.train import Trainer
-
-    with tempfile.TemporaryDirectory() as out:
-        trainer = Trainer(_config(config, corpus, out, device, dtype, batch))
-        real = []  # characters actually trained on: song-alignment padding is not counted
-
-        def step() -> None:
-            real.append(trainer.train_step()[1])
-
-        seconds = _timed(step, steps, warmup, device)
-        return {"seconds": seconds, "chars_per_step": sum(real[warmup:]) / steps,
-                "steps_per_epoch": trainer.batches.chunks_per_epoch}
-
-
-def run_plain(config: Path, corpus: str, device: str, dtype: str, batch: int | None, steps: int, warmup: int):
-    import numpy as np
+def count_syncs(step, n: int, device) -> float:
+    """Host syncs per step over n steps: Python reads of tensor values (outside torch.optim's CPU step counters)
+    plus, on CUDA, the syncs torch.cuda's sync debug mode reports."""
     import torch
-    import torch.nn.functional as F
 
-    from lyricdist.data import Corpus
-    from lyricdist.model import CharRNN
+    seen = []
 
-    with tempfile.TemporaryDirectory() as out:
-        cfg = _config(config, corpus, out, device, dtype, batch)
-    t = cfg.train
-    prepared = Corpus(corpus)
-    tokens = prepared.tokens("train")
-    torch.manual_seed(0)
-    model = CharRNN(cfg.model, len(prepared.vocab)).to(device)
-    from lyricdist.train import make_optimizer
+    def spy(name, original):
+        def wrapper(self, *a, **k):
+            if "torch/optim" not in sys._getframe(1).f_code.co_filename.replace("\\", "/"):
+                seen.append(name)
+            return original(self, *a, **k)
 
-    opt = make_optimizer(model, t)
-    rng = np.random.default_rng(0)
-    autocast = torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=dtype == "bf16")
+        return wrapper
+
+    originals = {name: getattr(torch.Tensor, name) for name in SYNC_READS}
+    for name, fn in originals.items():
+        setattr(torch.Tensor, name, spy(name, fn))
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            if device.type == "cuda":
+                torch.cuda.set_sync_debug_mode("warn")
+            for _ in range(n):
+                step()
+            if device.type == "cuda":
+                torch.cuda.set_sync_debug_mode(0)
+                _sync(device)
+    finally:
+        for name, fn in originals.items():
+            setattr(torch.Tensor, name, fn)
+    cuda_syncs = sum(1 for w in caught if "synchroniz" in str(w.message).lower())
+    return (len(seen) + cuda_syncs) / n
+
+
+def rnn_kernels(step, device) -> str:
+    """The RNN ops and kernels one step ran, from the profiler: aten op first, then device kernels by time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=acts) as prof:
+        step()
+        _sync(device)
+    events = [e for e in prof.key_averages() if re.search(r"rnn|lstm", e.key, re.I) and "backward" not in e.key]
+    aten = sorted({e.key for e in events if e.key.startswith("aten::")})
+    kernels = sorted((e for e in events if not e.key.startswith("aten::")),
+                     key=lambda e: -getattr(e, "device_time_total", 0))
+    names = aten + [k.key[:40] for k in kernels[:1]]
+    return " + ".join(names) if names else "no RNN op (unfused?)"
+
+
+def matmul_ceiling(dtype_name: str, device) -> float:
+    """FLOP/s of a large square matmul in this dtype on this device: the ceiling the FLOP share is measured against."""
+    import torch
+
+    dtype = {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype_name]
+    n = 8192 if device.type == "cuda" else 1024
+    prev = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = dtype_name == "tf32"
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    for _ in range(2):
+        a @ b
+    _sync(device)
+    reps, t0 = 0, time.perf_counter()
+    while reps < 3 or time.perf_counter() - t0 < 0.5:
+        a @ b
+        reps += 1
+        if device.type == "cuda" and reps % 10:
+            continue
+        _sync(device)
+    _sync(device)
+    torch.backends.cuda.matmul.allow_tf32 = prev
+    return 2 * n**3 * reps / (time.perf_counter() - t0)
+
+
+def flops_per_char(vocab: int, hidden: int, layers: int, embedding_dim: int = 0) -> float:
+    """Forward + backward matmul FLOP per character (backward ~ 2 x forward): ~12 M for 4 x 256 over ~100 chars."""
+    inp = embedding_dim or vocab
+    fwd = 2 * 4 * hidden * (inp + hidden) + (layers - 1) * 2 * 4 * hidden * 2 * hidden + 2 * hidden * vocab
+    return 3.0 * fwd
+
+
+# ---- the arms ----------------------------------------------------------------------------------------------------
+def build_lyricdist(config: Path, corpus: str, device: str, precision: str, batch: int, seq_len: int, out: str):
+    from lyricdist.train import Trainer, load_config
+
+    cfg = load_config(str(config), [
+        f"--data.corpus={corpus}", f"--train.out_dir={out}", f"--train.cpu={'true' if device == 'cpu' else 'false'}",
+        f"--train.mixed_precision={precision}", f"--train.batch_size={batch}", f"--train.seq_len={seq_len}",
+        "--train.optimizer=adam", "--train.lr_schedule=constant", "--train.warmup_steps=0",
+        "--tracking.backend=none", "--samples.enabled=false",
+    ])
+    trainer = Trainer(cfg)
+    real: list[int] = []
 
     def step() -> None:
-        offsets = rng.integers(0, len(tokens) - t.seq_len - 1, size=t.batch_size)
-        windows = torch.stack([torch.from_numpy(tokens[o : o + t.seq_len + 1].astype(np.int64)) for o in offsets])
-        windows = windows.to(device)
-        with autocast:
-            logits, _ = model(windows[:, :-1])  # state starts at zero every batch
-        loss = F.cross_entropy(logits.float().flatten(0, 1), windows[:, 1:].flatten())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
-        opt.step()
+        real.append(trainer.train_step()[1])
 
-    return {"seconds": _timed(step, steps, warmup, device), "chars_per_step": t.batch_size * t.seq_len,
-            "steps_per_epoch": len(tokens) // (t.batch_size * t.seq_len)}
+    m = cfg.model
+    info = {"precision": trainer.precision.name, "dtype": trainer.precision.name if trainer.precision.low_precision
+            else ("tf32" if trainer.acc.device.type == "cuda" else "fp32"),
+            "shape": (len(trainer.vocab), m.hidden_size, m.num_layers, m.embedding_dim)}
+    return step, (lambda: sum(real) / max(len(real), 1)), trainer.acc.device, info
+
+
+def build_plain(config: Path, corpus: str, device: str, variant: str, batch: int, seq_len: int, out: str):
+    import torch
+
+    from lyricdist.data import Corpus
+    from lyricdist.train import load_config
+    from plain_loop import PlainLoop
+
+    cfg = load_config(str(config), [f"--data.corpus={corpus}", f"--train.out_dir={out}"])
+    prepared = Corpus(corpus)
+    m = cfg.model
+    dev = torch.device(device)
+    loop = PlainLoop(np.asarray(prepared.tokens("train")), len(prepared.vocab), m.hidden_size, m.num_layers, batch,
+                     seq_len, dev, variant=variant, lr=cfg.train.lr, grad_clip=cfg.train.grad_clip,
+                     dropout=m.dropout, embedding_dim=m.embedding_dim)
+    info = {"precision": variant, "dtype": variant, "shape": (len(prepared.vocab), m.hidden_size, m.num_layers,
+                                                               m.embedding_dim)}
+    return loop.step, (lambda: loop.chars_per_step), dev, info
 
 
 def worker(args) -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    if args.device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    run = run_lyricdist if args.impl == "lyricdist" else run_plain
-    r = run(Path(args.config), args.corpus, args.device, args.dtype, args.batch, args.steps, args.warmup)
-    r.update(
-        chars_per_s=args.steps * r["chars_per_step"] / r["seconds"],
-        epoch_s=r["seconds"] / args.steps * r["steps_per_epoch"],
-        peak_mb=_peak_mb(args.device),
-    )
-    print("RESULT " + json.dumps(r))
+    arm, variant = args.arm.split(":")
+    with tempfile.TemporaryDirectory() as out:
+        build = build_lyricdist if arm == "lyricdist" else build_plain
+        step, chars_per_step, device, info = build(Path(args.config), args.corpus, args.device, variant, args.batch,
+                                                   args.seq_len, out)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        for _ in range(args.warmup):
+            step()
+        _sync(device)
+        t0 = time.perf_counter()
+        for _ in range(args.steps):
+            step()
+        _sync(device)
+        seconds = time.perf_counter() - t0
+        chars = chars_per_step() * args.steps / seconds
+        peak = _peak_mb(device)
+        syncs = count_syncs(step, max(2, min(args.steps, 5)), device)
+        kernel = rnn_kernels(step, device)
+        ceiling = matmul_ceiling(info["dtype"], device)
+    share = chars * flops_per_char(*info["shape"]) / ceiling
+    print("RESULT " + json.dumps({"chars_per_s": chars, "peak_mb": peak, "syncs_per_step": syncs, "kernel": kernel,
+                                  "flop_share": share, "ceiling_tflops": ceiling / 1e12,
+                                  "precision": info["precision"]}))
 
 
-def measure(impl: str, config: Path, corpus: str, device: str, dtype: str, batch: int | None, steps: int,
-            warmup: int, threads: int) -> dict:
-    """One measurement in a fresh subprocess (so peak memory is its own)."""
-    cmd = [sys.executable, __file__, "--worker", "--impl", impl, "--config", str(config), "--device", device,
-           "--dtype", dtype, "--steps", str(steps), "--warmup", str(warmup), "--corpus", corpus,
-           "--threads", str(threads)] + (["--batch", str(batch)] if batch else [])
+def measure(arm: str, config: Path, corpus: str, device: str, batch: int, seq_len: int, steps: int, warmup: int,
+            threads: int) -> dict:
+    """One arm in a fresh subprocess (its own peak memory, its own torch state); arm is e.g. 'plain:fp16'."""
+    cmd = [sys.executable, __file__, "--worker", "--arm", arm, "--config", str(config), "--corpus", corpus,
+           "--device", device, "--batch", str(batch), "--seq-len", str(seq_len), "--steps", str(steps),
+           "--warmup", str(warmup), "--threads", str(threads)]
     env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": str(threads)}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     if proc.returncode or not lines:
-        raise SystemExit(f"{impl} {config.name} {dtype} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+        raise SystemExit(f"{arm} ({config.name}, {batch}x{seq_len}) failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
     return json.loads(lines[-1][len("RESULT "):])
+
+
+def synthetic_corpus(out: Path, chars: int, vocab_size: int = 96, seed: int = 0) -> Path:
+    """A prepared corpus of random characters in songs of 800-3,200 characters (1% of the songs held out)."""
+    from lyricdist.fileio import atomic_write_json
+    from lyricdist.prepare import CORPUS_FORMAT, CORPUS_VERSION
+    from lyricdist.vocab import Vocab
+
+    rng = np.random.default_rng(seed)
+    out.mkdir(parents=True, exist_ok=True)
+    lengths = rng.integers(800, 3200, size=chars // 800 + 2)
+    lengths = lengths[: int(np.searchsorted(np.cumsum(lengths), chars)) + 1]
+    n_val = max(1, len(lengths) // 100)
+    splits = {"train": lengths[n_val:], "val": lengths[:n_val]}
+    meta_splits = {}
+    for split, lens in splits.items():
+        n = int(lens.sum())
+        arr = np.memmap(out / f"{split}.bin", dtype=np.uint8, mode="w+", shape=(n,))
+        for lo in range(0, n, 1 << 24):
+            arr[lo : lo + (1 << 24)] = rng.integers(0, vocab_size, size=min(1 << 24, n - lo), dtype=np.uint8)
+        arr.flush()
+        starts = np.concatenate([[0], np.cumsum(lens)[:-1]])
+        np.save(out / f"{split}_docs.npy", np.stack([starts, np.zeros_like(starts)], axis=1).astype(np.int64))
+        meta_splits[split] = {"chars": n, "docs": len(lens)}
+    atomic_write_json(out / "vocab.json", Vocab([chr(32 + i) for i in range(vocab_size)]).to_json())
+    atomic_write_json(out / "meta.json", {"format": CORPUS_FORMAT, "version": CORPUS_VERSION, "dtype": "uint8",
+                                          "vocab_size": vocab_size, "lowercase": False, "artists": ["synthetic"],
+                                          "splits": meta_splits})
+    return out
+
+
+def _width(precision: str) -> int:
+    return 16 if precision in ("bf16", "fp16") else 32
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--corpus", default=None, help="a prepared corpus (default: the demo corpus, prepared to a temp dir)")
-    p.add_argument("--presets", nargs="+", default=list(PRESETS), choices=list(PRESETS))
+    p.add_argument("--corpus", default=None, help="a prepared corpus (default: a synthetic one, see --corpus-chars)")
+    p.add_argument("--corpus-chars", type=float, default=50e6, help="size of the synthetic corpus")
+    p.add_argument("--regimes", nargs="+", default=None,
+                   help=f"'own' (the presets' own batches), 'all', or names from {list(REGIMES)}; "
+                        f"default: own on a CPU, all on a GPU")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--batch", type=int, default=None, help="override the presets' batch size")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--threads", type=int, default=min(os.cpu_count() or 1, 8))
+    p.add_argument("--json", help="also write the rows here")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--impl", choices=["lyricdist", "plain"], help=argparse.SUPPRESS)
+    p.add_argument("--arm", help=argparse.SUPPRESS)
     p.add_argument("--config", help=argparse.SUPPRESS)
-    p.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help=argparse.SUPPRESS)
+    p.add_argument("--batch", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--seq-len", type=int, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
         return worker(args)
@@ -168,24 +295,51 @@ def main() -> None:
 
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    gpu = args.device == "cuda"
+    regimes = args.regimes or (["all"] if gpu else ["own"])
+    regimes = list(REGIMES) if regimes == ["all"] else OWN if regimes == ["own"] else regimes
+    unknown = [r for r in regimes if r not in REGIMES]
+    if unknown:
+        raise SystemExit(f"unknown regime(s) {unknown}; choose from {list(REGIMES)}, 'own' or 'all'")
+    from lyricdist.precision import native_bf16
+
+    if gpu:
+        arms = ["lyricdist:auto", "lyricdist:no", "plain:tf32", "plain:fp16"]
+    elif native_bf16(torch.device("cpu")):  # auto is bf16 here: measure both precisions of both loops
+        arms = ["lyricdist:auto", "lyricdist:no", "plain:fp32", "plain:bf16"]
+    else:
+        arms = ["lyricdist:auto", "plain:fp32"]
     tmp = None
     if args.corpus is None:
-        from lyricdist.prepare import prepare
-
         tmp = tempfile.TemporaryDirectory()
-        args.corpus = str(Path(tmp.name) / "demo")
-        prepare(["demo"], args.corpus, quiet=True)
-    dtypes = ["fp32", "bf16"] if args.device == "cuda" else ["fp32"]
-    where = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU, {args.threads} torch threads"
-    print(f"corpus {args.corpus}; device {where}; {args.steps} timed steps after {args.warmup} warm-up")
-    print(f"{'preset':11} {'dtype':5} | {'lyricdist chars/s':>17} {'plain chars/s':>13} {'ratio':>6} | "
-          f"{'peak MB (ld)':>12} {'peak MB (plain)':>15}")
-    for name in args.presets:
-        for dtype in dtypes:
-            common = (PRESETS[name], args.corpus, args.device, dtype, args.batch, args.steps, args.warmup, args.threads)
-            ld, pl = measure("lyricdist", *common), measure("plain", *common)
-            print(f"{name:11} {dtype:5} | {ld['chars_per_s']:17,.0f} {pl['chars_per_s']:13,.0f} "
-                  f"{ld['chars_per_s'] / pl['chars_per_s']:5.2f}x | {ld['peak_mb']:12,.0f} {pl['peak_mb']:15,.0f}")
+        args.corpus = str(synthetic_corpus(Path(tmp.name) / "synthetic", int(args.corpus_chars)))
+    meta = json.loads((Path(args.corpus) / "meta.json").read_text())
+    where = torch.cuda.get_device_name() if gpu else f"CPU, {args.threads} torch threads"
+    print(f"corpus {args.corpus} ({meta['splits']['train']['chars']:,} train chars, vocab {meta['vocab_size']}); "
+          f"device {where}; torch {torch.__version__}; {args.steps} timed steps after {args.warmup} warm-up")
+    header = (f"{'regime':15} {'arm':15} {'rnn':4} | {'chars/s':>12} {'ratio':>6} {'same':>6} | {'peak MB':>8} | "
+              f"{'syncs/step':>10} | {'FLOP share':>10} | RNN kernel")
+    print(header + "\n" + "-" * len(header), flush=True)
+    rows = []
+    for name in regimes:
+        preset, batch, seq_len = REGIMES[name]
+        results = {arm: measure(arm, PRESETS[preset], args.corpus, args.device, batch, seq_len, args.steps,
+                                args.warmup, args.threads) for arm in arms}
+        plain = {a: r for a, r in results.items() if a.startswith("plain")}
+        best_plain = max(r["chars_per_s"] for r in plain.values())
+        for arm, r in results.items():
+            same = [p["chars_per_s"] for p in plain.values() if _width(p["precision"]) == _width(r["precision"])]
+            r.update(regime=name, arm=arm, ratio=r["chars_per_s"] / best_plain,
+                     ratio_same=r["chars_per_s"] / max(same) if same else float("nan"))
+            rows.append(r)
+            print(f"{name:15} {arm:15} {r['precision']:4} | {r['chars_per_s']:12,.0f} {r['ratio']:5.2f}x "
+                  f"{r['ratio_same']:5.2f}x | "
+                  f"{r['peak_mb']:8,.0f} | {r['syncs_per_step']:10.1f} | {r['flop_share']:9.1%} | {r['kernel']}",
+                  flush=True)
+    print("ratio: chars/s over the best plain arm of the regime (>1: faster); same: over the plain arm of the same "
+          "width (16 or 32 bit). FLOP share: against a matmul ceiling measured here in the arm's dtype.")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
     if tmp:
         tmp.cleanup()
 
