@@ -153,3 +153,23 @@ def test_bf16_resume_is_bitwise_on_cpu(demo_corpus, tmp_path):
     b = load_file(str(tmp_path / "split" / "checkpoints" / "last" / "model.safetensors"))
     for k in a:
         assert torch.equal(a[k], b[k]), f"{k} differs after a bf16 resume"
+
+
+def test_fp16_path_scales_the_loss_and_updates_fp32_masters(demo_corpus, tmp_path, monkeypatch):
+    """The fp16 plumbing (GradScaler on fp32 masters) on a CPU. A CPU has no fused fp16 RNN, so the start-up check
+    would never pick fp16 here: the choice is forced; tests/test_gpu.py runs the real thing on a GPU."""
+    import lyricdist.train as train_module
+    from lyricdist.precision import Precision
+
+    forced = Precision("fp16", torch.float16, "forced for the test", True)
+    monkeypatch.setattr(train_module, "choose_precision", lambda *a, **k: forced)
+    args = ["--train.max_steps=30", "--train.eval_every=30", "--train.log_every=10", "--train.lr=0.02"]
+    trainer = _trainer(demo_corpus, tmp_path / "fp16", *args)
+    assert trainer.scaler.is_enabled() and trainer.model.rnn.weight_hh_l0.dtype == torch.float16
+    trainer.fit()
+    assert trainer.scaler.get_scale() > 1  # loss scaling on, and not collapsed by overflows
+    assert all(m.dtype == torch.float32 and torch.isfinite(m).all() for m in trainer.masters.masters)
+    ref = train(tiny_config(demo_corpus, tmp_path / "fp32", *QUIET, *args))
+    rows = [__import__("json").loads(l) for l in (tmp_path / "fp16" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"]
+    assert rows[-1]["val_loss"] == pytest.approx(ref["val_loss"], abs=0.05)  # fp16 training tracks fp32
