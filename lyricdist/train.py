@@ -77,13 +77,12 @@ def make_accelerator(cfg: RunConfig):
     """Accelerate for devices, processes and tracking; precision is lyricdist.precision's (accelerate's autocast
     would run the RNN in fp16 and convert the full logits to fp32)."""
     from accelerate import Accelerator
-    from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration
+    from accelerate.utils import ProjectConfiguration
 
     use_wandb = cfg.tracking.backend == "wandb" and cfg.tracking.mode != "disabled"
     return Accelerator(
         cpu=cfg.train.cpu,
         mixed_precision="no",
-        kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)],
         log_with="wandb" if use_wandb else None,
         project_config=ProjectConfiguration(project_dir=cfg.train.out_dir),
         step_scheduler_with_optimizer=False,  # we step it once per global step: batch_size is global
