@@ -16,7 +16,7 @@ def test_train_throughput_smoke(tmp_path):
     out = tmp_path / "rows.json"
     proc = subprocess.run(
         [sys.executable, str(REPO / "scripts" / "bench" / "train_throughput.py"), "--corpus-chars", "3e5",
-         "--steps", "2", "--warmup", "1", "--regimes", "4x256@128x40", "--threads", "1", "--json", str(out)],
+         "--steps", "2", "--warmup", "1", "--repeats", "1", "--regimes", "4x256@128x40", "--threads", "1", "--json", str(out)],
         capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]

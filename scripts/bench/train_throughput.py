@@ -8,16 +8,18 @@ Arms (same model shape, batch, seq_len, optimizer (Adam), clipping and device; e
 peak memory is its own):
   lyricdist:auto  `Trainer.train_step()` with train.mixed_precision=auto: song-aligned streams whose batches were
                   built once on the device, carried state, the RNN in the dtype its fused kernel takes
-  lyricdist:no    the same in fp32 (TF32 on a GPU)                                              [GPU only]
+  lyricdist:no    the same in fp32 (TF32 on a GPU)                     [GPU, and CPUs where auto is bf16]
   plain:fp32      scripts/bench/plain_loop.py: nn.LSTM, tokens on the device once, one randint gather a batch
+  plain:bf16      the plain loop under bf16 autocast                   [CPUs with native bf16]
   plain:tf32 / plain:fp16   the plain loop with TF32, and with fp16 autocast + GradScaler         [GPU only]
 
 Corpus: a synthetic one of --corpus-chars characters (default 50 M, written memory-mapped to a temp dir, songs of
 800-3,200 characters) or a prepared corpus given with --corpus. lyricdist's chars/s counts the characters it
 scores (song padding excluded); the plain loop's counts B x T.
 
-Columns: chars/s; ratio = this arm / the best plain arm of the regime; peak memory (CUDA: max allocated; CPU: max
-RSS of the whole process); host syncs per step (Python-level reads of tensor values, and on CUDA also
+Columns: chars/s (median of --repeats runs, arms interleaved); ratio = this arm / the best plain arm of the
+regime; same = this arm / the plain arm of the same width (16 or 32 bit); peak memory (CUDA: max allocated; CPU:
+max RSS of the whole process); host syncs per step (Python-level reads of tensor values, and on CUDA also
 torch.cuda's sync debug mode); the RNN kernel the profiler saw in one step; FLOP share = chars/s x FLOP per
 character (forward + backward, 3 x the forward matmuls) / a matmul ceiling measured in the same dtype on the
 same device in the same process.
@@ -112,12 +114,13 @@ def rnn_kernels(step, device) -> str:
     with profile(activities=acts) as prof:
         step()
         _sync(device)
-    events = [e for e in prof.key_averages() if re.search(r"rnn|lstm", e.key, re.I) and "backward" not in e.key]
-    aten = sorted({e.key for e in events if e.key.startswith("aten::")})
+    events = [e for e in prof.key_averages() if re.search(r"rnn|lstm", e.key, re.I)
+              and not re.search(r"backward|autograd", e.key, re.I) and e.key != "aten::lstm"]
+    aten = sorted({e.key.removeprefix("aten::") for e in events if e.key.startswith("aten::")})
     kernels = sorted((e for e in events if not e.key.startswith("aten::")),
                      key=lambda e: -getattr(e, "device_time_total", 0))
-    names = aten + [k.key[:40] for k in kernels[:1]]
-    return " + ".join(names) if names else "no RNN op (unfused?)"
+    names = aten + [k.key[:48] for k in kernels[:1]]
+    return " + ".join(names) if names else "no fused RNN op"
 
 
 def matmul_ceiling(dtype_name: str, device) -> float:
@@ -278,8 +281,10 @@ def main() -> None:
     p.add_argument("--regimes", nargs="+", default=None,
                    help=f"'own' (the presets' own batches), 'all', or names from {list(REGIMES)}; "
                         f"default: own on a CPU, all on a GPU")
-    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--steps", type=int, default=30)
     p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=3,
+                   help="measure each arm this many times, arms interleaved, and report the median chars/s")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--threads", type=int, default=min(os.cpu_count() or 1, 8))
     p.add_argument("--json", help="also write the rows here")
@@ -316,15 +321,20 @@ def main() -> None:
     meta = json.loads((Path(args.corpus) / "meta.json").read_text())
     where = torch.cuda.get_device_name() if gpu else f"CPU, {args.threads} torch threads"
     print(f"corpus {args.corpus} ({meta['splits']['train']['chars']:,} train chars, vocab {meta['vocab_size']}); "
-          f"device {where}; torch {torch.__version__}; {args.steps} timed steps after {args.warmup} warm-up")
+          f"device {where}; torch {torch.__version__}; {args.steps} timed steps after {args.warmup} warm-up, "
+          f"median of {args.repeats} interleaved runs")
     header = (f"{'regime':15} {'arm':15} {'rnn':4} | {'chars/s':>12} {'ratio':>6} {'same':>6} | {'peak MB':>8} | "
               f"{'syncs/step':>10} | {'FLOP share':>10} | RNN kernel")
     print(header + "\n" + "-" * len(header), flush=True)
     rows = []
     for name in regimes:
         preset, batch, seq_len = REGIMES[name]
-        results = {arm: measure(arm, PRESETS[preset], args.corpus, args.device, batch, seq_len, args.steps,
-                                args.warmup, args.threads) for arm in arms}
+        runs: dict[str, list[dict]] = {arm: [] for arm in arms}
+        for _ in range(args.repeats):  # interleaved, so a slow spell of a shared machine hits every arm alike
+            for arm in arms:
+                runs[arm].append(measure(arm, PRESETS[preset], args.corpus, args.device, batch, seq_len, args.steps,
+                                         args.warmup, args.threads))
+        results = {arm: sorted(rs, key=lambda r: r["chars_per_s"])[len(rs) // 2] for arm, rs in runs.items()}
         plain = {a: r for a, r in results.items() if a.startswith("plain")}
         best_plain = max(r["chars_per_s"] for r in plain.values())
         for arm, r in results.items():
