@@ -49,6 +49,8 @@ class TrainConfig:
             fused kernel takes it (else fp16 with loss scaling, else fp32/TF32); fp32 master weights either way
         cpu: force CPU even when a GPU is present
         init_from: a checkpoint to fine-tune from (vocabularies are merged)
+        stop_check_seconds: with several processes, the most seconds of training between their checks for a stop
+            signal (SIGTERM/SIGUSR1/^C); keep it well inside the launcher's grace (torchrun: 30 s to SIGKILL)
     """
 
     seq_len: int = 50
@@ -72,6 +74,7 @@ class TrainConfig:
     mixed_precision: Literal["auto", "no", "fp16", "bf16"] = "auto"
     cpu: bool = False
     init_from: Optional[str] = None
+    stop_check_seconds: float = 5.0
 
 
 @dataclass
@@ -134,6 +137,8 @@ class RunConfig:
                 raise LyricdistError(f"train.{name} must be positive, got {getattr(t, name)}")
         if t.lr <= 0:
             raise LyricdistError(f"train.lr must be positive, got {t.lr}")
+        if t.stop_check_seconds <= 0:
+            raise LyricdistError(f"train.stop_check_seconds must be positive, got {t.stop_check_seconds}")
         for name in ("grad_clip", "weight_decay", "warmup_steps", "save_every"):
             if getattr(t, name) < 0:
                 raise LyricdistError(f"train.{name} must be >= 0, got {getattr(t, name)}")

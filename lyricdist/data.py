@@ -60,6 +60,7 @@ class Corpus:
         return d[:, 0], d[:, 1]
 
 
+MIN_CHUNKS_PER_EPOCH = 4  # below this the carried state barely matters and the skipped tail grows: warn
 IGNORE_INDEX = -1  # the target of a position that is not scored (padding, a song's last character)
 
 
@@ -243,6 +244,20 @@ class StreamBatches:
             self.layout, tokens, batch_size, self.stream_len, rank * per_rank, (rank + 1) * per_rank
         )
         self.n_targets = [int(n) for n in self.table.n_targets]  # host ints: the loss scale needs no sync
+        # Truncated BPTT cuts the aligned text into batch_size streams of whole chunks: the tail is never trained.
+        self.skipped_targets = self.layout.n_targets - sum(self.n_targets)
+
+    def summary(self) -> str:
+        """One line: the epoch's shape and what it leaves out, with a warning when the corpus is too small for it."""
+        n = self.layout.n_targets
+        line = (f"an epoch is {self.chunks_per_epoch:,} chunk(s) of {self.batch_size} streams x {self.seq_len} chars; "
+                f"{self.skipped_targets:,} of {n:,} training characters ({self.skipped_targets / max(n, 1):.1%}) at "
+                f"the tail are never trained")
+        if self.chunks_per_epoch < MIN_CHUNKS_PER_EPOCH:
+            line = (f"warning: {line}, and the state resets every {self.chunks_per_epoch} step(s), so truncated BPTT "
+                    f"carries almost nothing; lower train.batch_size or train.seq_len (below "
+                    f"{self.layout.padded_len // MIN_CHUNKS_PER_EPOCH // self.seq_len:,} streams at this seq_len) or add text")
+        return line
 
     def to(self, device: torch.device, max_device_fraction: float = 0.5) -> "StreamBatches":
         self.table.to(device, max_device_fraction)

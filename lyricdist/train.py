@@ -37,6 +37,14 @@ from .tracking import Tracker
 
 STATE_DIR = "state"
 RNN_FP32_FILE = "rnn_fp32.safetensors"
+EXACTNESS = {
+    False: "exact on CPU (bitwise the weights of an uninterrupted run)",
+    True: "same data order, optimizer, scaler and RNG state; on a GPU losses match an uninterrupted run only to "
+    "about 1e-3 (cuDNN draws inter-layer dropout masks from its own unsaved state and its RNN backward is not "
+    "deterministic)",
+}
+STOP_CALIBRATION_STEPS = 5  # steps timed to space the stop-signal agreements of several processes
+SAMPLE_ARTISTS = 4  # progress samples of a conditioned model: one set per artist up to this many, else their mean
 RESUME_CHECKED_KEYS = ("data", "model", "train.seq_len", "train.batch_size")
 
 
@@ -132,7 +140,7 @@ class Trainer:
         self.val = EvalStreams(
             corpus.tokens("val"), vstarts, vartists, t.batch_size, t.seq_len, acc.process_index, acc.num_processes
         ).to(acc.device)
-        acc.print(f"batches: {self.batches.placement}")
+        acc.print(f"batches: {self.batches.placement}; {self.batches.summary()}")
         self.precision = choose_precision(t.mixed_precision, acc.device, cfg.model.cell)
         acc.print(self.precision.describe())
 
@@ -252,7 +260,7 @@ class Trainer:
             self.state = tuple(h[:, lo:hi].to(acc.device, self.precision.rnn_dtype) for h in full)
         if info["num_processes"] != acc.num_processes:
             acc.print(f"warning: resumed with {acc.num_processes} processes (saved with {info['num_processes']})")
-        acc.print(f"resumed from {state_dir} at step {self.step}")
+        acc.print(f"resumed from {state_dir} at step {self.step}: {EXACTNESS[acc.device.type == 'cuda']}")
         return info.get("wandb_run_id")
 
     # ---- evaluation and samples ---------------------------------------------------------------------
@@ -287,17 +295,29 @@ class Trainer:
         return [lines[0][:60] + "\n"] if lines else ["\n"]
 
     def samples(self) -> list[dict]:
+        """Progress samples. An artist-conditioned model writes as each of its artists (up to SAMPLE_ARTISTS of
+        them; more are represented by their mean embedding), and each row says which."""
         s = self.cfg.samples
         model = self.acc.unwrap_model(self.model)
         gen = torch.Generator().manual_seed(s.seed + self.step)
+        voices: list[tuple[str | None, torch.Tensor | None]] = [(None, None)]
+        if model.artist_embed is not None:
+            table = model.artist_embed.weight.detach()
+            names = list(self.corpus.artists)[: model.num_artists] or ["artist 0"]
+            if len(names) <= SAMPLE_ARTISTS:
+                voices = [(name, table[i]) for i, name in enumerate(names)]
+            else:
+                voices = [(f"mean of {len(names)} artists", table[: len(names)].mean(0))]
         rows = []
         for prime in self.default_primetexts():
             text = prime.lower() if self.vocab.lowercase else prime
             ids = self.vocab.encode("".join(c for c in text if c in self.vocab))
-            with self.precision.autocast(self.acc.device):
-                outs = generate(model, ids, s.length, s.temperatures, generator=gen)
-            for temp, o in zip(s.temperatures, outs):
-                rows.append({"step": self.step, "primetext": prime, "temperature": temp, "text": self.vocab.decode(o)})
+            for artist, vec in voices:
+                with self.precision.autocast(self.acc.device):
+                    outs = generate(model, ids, s.length, s.temperatures, generator=gen, artist_vec=vec)
+                for temp, o in zip(s.temperatures, outs):
+                    row = {"step": self.step, "primetext": prime, "temperature": temp, "text": self.vocab.decode(o)}
+                    rows.append(row if artist is None else {**row, "artist": artist})
         return rows
 
     # ---- the loop -----------------------------------------------------------------------------------
@@ -361,6 +381,7 @@ class Trainer:
         last_metrics: dict = {}
         self.model.train()
         self._catch_signals()
+        first_step, started = self.step, time.perf_counter()
         try:
             while self.step < t.max_steps:
                 nll, n_targets, grad_norm = self.train_step()
@@ -368,6 +389,10 @@ class Trainer:
                 window_targets += n_targets
                 window_steps += 1
                 bar.update(1)
+                if self.step == first_step + STOP_CALIBRATION_STEPS:
+                    self._calibrate_stop_checks((time.perf_counter() - started) / STOP_CALIBRATION_STEPS)
+                if (self.step % t.eval_every == 0) and self.step < t.max_steps:
+                    self._stop_if_requested(saved=False, now=True)  # an evaluation must not eat the shutdown grace
                 if self.step % t.log_every == 0 or self.step == t.max_steps:
                     elapsed = time.perf_counter() - window_start
                     train_loss = acc.reduce(window_nll, "sum").item() / max(window_targets, 1)
@@ -396,12 +421,8 @@ class Trainer:
                 saved = self.step % save_every == 0 or self.step == t.max_steps
                 if saved:
                     self._save_state()
-                if self.step < t.max_steps and self._stop_requested():
-                    name = signal.Signals(self._stop_signal or signal.SIGTERM).name
-                    acc.print(f"\n{name}: saving resumable state at step {self.step}; continue with --resume")
-                    if not saved:
-                        self._save_state()
-                    raise TrainingStopped(self._stop_signal or signal.SIGTERM)
+                if self.step < t.max_steps:
+                    self._stop_if_requested(saved)
         finally:
             bar.close()
             self._restore_signals()
@@ -413,6 +434,7 @@ class Trainer:
     # ---- stopping on a signal: SIGTERM (preemption, scancel, torchrun shutdown), SIGUSR1 (SLURM time limit), ^C --
     def _catch_signals(self) -> None:
         self._stop_signal = None
+        self._agree_every = self.cfg.train.log_every
         self._previous_handlers = {}
         if threading.current_thread() is not threading.main_thread():
             return
@@ -430,11 +452,30 @@ class Trainer:
             signal.signal(sig, previous)
         self._previous_handlers = {}
 
-    def _stop_requested(self) -> bool:
-        """Whether any process got a stop signal. With several processes they agree at log steps (one all-reduce)."""
+    def _calibrate_stop_checks(self, seconds_per_step: float) -> None:
+        """With several processes, agree on a stop every k steps, k chosen (the same on every process, from the mean
+        step time) so that at most train.stop_check_seconds of training pass between agreements."""
+        if self.acc.num_processes == 1:
+            return
+        mean = self.acc.reduce(torch.tensor(seconds_per_step, device=self.acc.device), "mean").item()
+        t = self.cfg.train
+        self._agree_every = max(1, min(t.log_every, int(t.stop_check_seconds / max(mean, 1e-9))))
+
+    def _stop_if_requested(self, saved: bool, now: bool = False) -> None:
+        if not self._stop_requested(now):
+            return
+        name = signal.Signals(self._stop_signal or signal.SIGTERM).name
+        self.acc.print(f"\n{name}: saving resumable state at step {self.step}; continue with --resume")
+        if not saved:
+            self._save_state()
+        raise TrainingStopped(self._stop_signal or signal.SIGTERM)
+
+    def _stop_requested(self, now: bool = False) -> bool:
+        """Whether any process got a stop signal. Several processes agree (one all-reduce) every few steps (see
+        _calibrate_stop_checks; log steps until calibrated) and before each evaluation (`now`)."""
         if self.acc.num_processes == 1:
             return self._stop_signal is not None
-        if self.step % self.cfg.train.log_every:
+        if not now and self.step % self._agree_every:
             return False
         flag = torch.tensor(float(self._stop_signal is not None), device=self.acc.device)
         return self.acc.reduce(flag, "sum").item() > 0

@@ -252,3 +252,64 @@ def test_stop_signal_saves_state_and_resume_matches(demo_corpus, tmp_path, sig):
     a = load_file(str(tmp_path / "ref" / "checkpoints" / "last" / "model.safetensors"))
     b = load_file(str(out / "checkpoints" / "last" / "model.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_small_corpus_warns_and_the_summary_counts_the_untrained_tail(demo_corpus, tmp_path, capsys):
+    """Truncated BPTT over B streams: when B x T nears the corpus, one line says what an epoch skips and warns."""
+    Trainer(tiny_config(demo_corpus, tmp_path / "ok", "--samples.enabled=false"))
+    line = [l for l in capsys.readouterr().out.splitlines() if l.startswith("batches:")][0]
+    assert "never trained" in line and "warning" not in line
+    n_chars = json.loads((demo_corpus / "meta.json").read_text())["splits"]["train"]["chars"]
+    big = n_chars // (16 * 2)  # about two chunks of 16 characters per stream
+    Trainer(tiny_config(demo_corpus, tmp_path / "small", f"--train.batch_size={big}", "--samples.enabled=false"))
+    line = [l for l in capsys.readouterr().out.splitlines() if l.startswith("batches:")][0]
+    assert "warning: an epoch is" in line and "state resets every" in line and "lower train.batch_size" in line
+
+
+def test_cpu_resume_is_bitwise_with_dropout_and_grad_accum(demo_corpus, tmp_path, capsys):
+    """The CPU promise holds with inter-layer dropout and micro-batches: stop at 4, resume to 8 == 8 straight."""
+    args = ["--model.num_layers=2", "--model.dropout=0.3", "--train.grad_accum=2", "--train.save_every=4",
+            "--train.eval_every=4", "--train.log_every=2", "--samples.enabled=false"]
+    train(tiny_config(demo_corpus, tmp_path / "straight", *args, "--train.max_steps=8"))
+    train(tiny_config(demo_corpus, tmp_path / "split", *args, "--train.max_steps=4"))
+    train(tiny_config(demo_corpus, tmp_path / "split", *args, "--train.max_steps=8"), resume=True)
+    assert "exact on CPU (bitwise" in capsys.readouterr().out  # the resume line states what is exact where
+    a = load_file(str(tmp_path / "straight" / "checkpoints" / "last" / "model.safetensors"))
+    b = load_file(str(tmp_path / "split" / "checkpoints" / "last" / "model.safetensors"))
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{k} differs after resume with dropout and grad_accum"
+    assert _losses(tmp_path / "straight")[2:] == _losses(tmp_path / "split")[2:]
+
+
+def test_progress_samples_of_a_conditioned_model_write_as_each_artist(demo_corpus, tmp_path):
+    out = tmp_path / "run"
+    train(tiny_config(demo_corpus, out, "--model.artist_embedding_dim=4", "--train.max_steps=10",
+                      "--samples.enabled=true", "--samples.length=10"))
+    rows = [json.loads(l) for l in (out / "samples.jsonl").read_text().splitlines()]
+    artists = json.loads((demo_corpus / "meta.json").read_text())["artists"]
+    assert {r["artist"] for r in rows} == set(artists)
+    for step in {r["step"] for r in rows}:
+        assert sorted(r["artist"] for r in rows if r["step"] == step) == sorted(artists * 2)  # x 2 temperatures
+
+
+@pytest.mark.slow
+def test_two_processes_agree_on_a_stop_between_log_steps(demo_corpus, tmp_path):
+    """torchrun forwards SIGTERM and SIGKILLs 30 s later: with log steps far apart, the processes still agree on
+    the stop within train.stop_check_seconds and save their state before the grace runs out."""
+    out = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "lyricdist",
+         "train", "--config", str(CONFIGS / "tiny.yaml"), f"--data.corpus={demo_corpus}", f"--train.out_dir={out}",
+         "--train.max_steps=100000", "--train.log_every=50000", "--train.eval_every=100000",
+         "--train.save_every=20", "--train.stop_check_seconds=0.05", "--samples.enabled=false"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    deadline = time.time() + 120
+    while _state_step(out) < 20:
+        assert proc.poll() is None and time.time() < deadline, "training ended before it could be signalled"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    output = proc.communicate(timeout=120)[0]
+    assert "SIGTERM: saving resumable state at step" in output, output[-3000:]
+    stopped_at = int(output.split("saving resumable state at step ")[1].split(";")[0])
+    assert 20 <= stopped_at < 50000 and _state_step(out) == stopped_at
