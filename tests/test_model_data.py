@@ -62,6 +62,11 @@ def _reference_batch(tokens, layout, streams, stream_len, seq_len, chunk):
     return x, y, reset, layout.artists[song[:, 0]], int(target.sum())
 
 
+def _assert_batch_is(b, reference, where: str) -> None:
+    for name, got, want in zip(("inputs", "targets", "resets", "artists"), (b.x, b.y, b.reset, b.artist), reference):
+        assert torch.equal(got.to(torch.from_numpy(want).dtype), torch.from_numpy(want)), f"{name} of {where}"
+
+
 @pytest.mark.parametrize("world", [1, 2, 3])
 @pytest.mark.parametrize("vocab_top", [250, 3000])  # uint8 and int16 tables
 def test_device_batches_equal_the_per_step_reference_for_every_chunk(world, vocab_top):
@@ -77,22 +82,15 @@ def test_device_batches_equal_the_per_step_reference_for_every_chunk(world, voca
         sb = StreamBatches(tokens, starts, artists, batch_size=B, seq_len=T, rank=r, world_size=world)
         for c in range(sb.chunks_per_epoch):
             b = sb.batch(c)
-            x, y, reset, artist, _ = _reference_batch(tokens, sb.layout, sb.streams, sb.stream_len, T, c)
-            assert torch.equal(b.x.long(), torch.from_numpy(x)), f"inputs of chunk {c}, rank {r}/{world}"
-            assert torch.equal(b.y.long(), torch.from_numpy(y)), f"targets of chunk {c}, rank {r}/{world}"
-            assert torch.equal(b.reset, torch.from_numpy(reset)), f"resets of chunk {c}, rank {r}/{world}"
-            assert torch.equal(b.artist.long(), torch.from_numpy(artist)), f"artists of chunk {c}, rank {r}/{world}"
+            _assert_batch_is(b, _reference_batch(tokens, sb.layout, sb.streams, sb.stream_len, T, c),
+                             f"chunk {c}, rank {r}/{world}")
             everyone = np.arange(B)
             assert b.n_global == _reference_batch(tokens, sb.layout, everyone, sb.stream_len, T, c)[4]
             assert b.x.element_size() <= 2 and b.y.element_size() <= 2 and b.artist.element_size() == 1
         ev = EvalStreams(tokens, starts, artists, num_streams=5, seq_len=T, rank=r, world_size=world)
         for c in range(len(ev)):
-            b = ev.batch(c)
-            x, y, reset, artist, _ = _reference_batch(tokens, ev.layout, ev.streams, ev.stream_len, T, c)
-            assert torch.equal(b.x.long(), torch.from_numpy(x)), f"eval inputs of chunk {c}, rank {r}/{world}"
-            assert torch.equal(b.y.long(), torch.from_numpy(y)), f"eval targets of chunk {c}, rank {r}/{world}"
-            assert torch.equal(b.reset, torch.from_numpy(reset)), f"eval resets of chunk {c}, rank {r}/{world}"
-            assert torch.equal(b.artist.long(), torch.from_numpy(artist)), f"eval artists of chunk {c}, rank {r}/{world}"
+            _assert_batch_is(ev.batch(c), _reference_batch(tokens, ev.layout, ev.streams, ev.stream_len, T, c),
+                             f"eval chunk {c}, rank {r}/{world}")
 
 
 def test_rank_streams_partition_the_global_batch():
