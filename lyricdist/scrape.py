@@ -2,10 +2,18 @@
 
 lyricsgenius does the HTTP; a requests adapter mounted on its session adds what it lacks: a request-rate limit
 shared by every task of every job in the cluster (a named, detached Ray actor per Genius API root), and retries
-with exponential backoff and jitter on 429, 5xx, timeouts and connections dropped before or during the body
-(lyricsgenius raises AssertionError on a non-200 API answer, returns error pages as lyrics, and retries only
-timeouts). Each finished artist is saved at once under OUT/raw/, so a crash
-loses only the artists in flight and a re-run skips finished ones (`--refresh` redoes them).
+with exponential backoff and jitter on 429 (waiting at least its Retry-After), 5xx, timeouts, connections dropped
+before or during the body, and song pages that are not lyrics pages (lyricsgenius raises AssertionError on a
+non-200 API answer, reads error and bot-challenge pages as songs without lyrics, and retries only timeouts).
+Every request names lyricdist in its User-Agent.
+
+Genius blocks many cloud IPs from its song pages (403, or a challenge page that says 200) while its API still
+answers. A song whose page held no lyrics after every retry, or whose lyrics are empty, is never written to the
+dataset; an artist fails when more than half of its fetched songs came back without lyrics, with the reasons
+counted in its error (e.g. "song pages blocked (HTTP 403) x4: 4 of 4 songs without lyrics ...").
+
+Each finished artist is saved at once under OUT/raw/, so a crash loses only the artists in flight and a re-run
+skips finished ones (`--refresh` redoes them) and retries failed ones.
 
 Exit codes: 0 every artist done; 1 bad input (e.g. GENIUS_ACCESS_TOKEN unset); 2 bad arguments;
 3 (EXIT_ARTISTS_FAILED) one or more artists failed: the others are saved, a re-run retries only the failed ones.
@@ -17,6 +25,7 @@ parquet/train.parquet with --parquet.
 
 from __future__ import annotations
 
+import email.utils
 import hashlib
 import os
 import random
@@ -26,8 +35,9 @@ import sys
 import time
 import unicodedata
 import uuid
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -47,6 +57,8 @@ ROOT_ENVS = {  # env var -> (lyricsgenius Sender attribute, default)
 }
 EXCLUDED_TERMS = ["(Remix)", "(Live)"]  # on top of lyricsgenius's defaults (tracklist, skit, ...)
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+MAX_RETRY_AFTER = 300.0  # seconds; a longer Retry-After is cut short (retrying early then costs one attempt)
+LYRICS_PAGE_MARKERS = (b"data-lyrics-container", b"__PRELOADED_STATE__")  # where lyricsgenius finds lyrics
 LIMITER_NAME = "lyricdist-genius-rate-limiter"
 LIMITER_NAMESPACE = "lyricdist"  # fixed, so that every job on the cluster finds the same limiter
 RECORD_VERSION = 1
@@ -262,6 +274,11 @@ class GeniusUnavailable(Exception):
     """Genius kept answering 429/5xx or timing out after every retry."""
 
 
+class NotALyricsPage(Exception):
+    """A song page was still not a lyrics page after every retry; the message says why (it names no URL, so
+    that an artist's reasons can be counted)."""
+
+
 class _Secret:
     """The access token in transit to Ray tasks; its repr never shows the value."""
 
@@ -348,16 +365,46 @@ def shared_limiter(rate: float, roots: dict[str, str]):
     return limiter
 
 
-def _retry_after(response: requests.Response) -> float:
+def user_agent() -> str:
+    """Sent with every request, so that Genius can tell this tool's traffic from anonymous clients."""
+    from importlib import metadata
+
     try:
-        return max(0.0, float(response.headers.get("Retry-After", 0)))
+        version = metadata.version("lyricdist")
+    except metadata.PackageNotFoundError:  # a source checkout on PYTHONPATH
+        from . import __version__ as version
+    return f"lyricdist/{version} (Genius lyrics scraper for research) python-requests/{requests.__version__}"
+
+
+def _retry_after(response: requests.Response) -> float:
+    """Seconds Retry-After asks for, as delta-seconds or an HTTP-date; 0 without a readable one, at most
+    MAX_RETRY_AFTER."""
+    value = response.headers.get("Retry-After", "").strip()
+    try:
+        seconds = float(value)
     except ValueError:
-        return 0.0
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return 0.0
+        if when.tzinfo is None:  # a "-0000" zone: UTC
+            when = when.replace(tzinfo=timezone.utc)
+        seconds = (when - datetime.now(timezone.utc)).total_seconds()
+    return min(MAX_RETRY_AFTER, max(0.0, seconds))
+
+
+def _page_problem(response: requests.Response) -> str | None:
+    """Why a song page answer is not a lyrics page: a blocked client gets 403 or a challenge page with 200."""
+    if response.status_code >= 400:
+        return f"song pages blocked (HTTP {response.status_code})"
+    if response.status_code == 200 and not any(m in response.content for m in LYRICS_PAGE_MARKERS):
+        return "no lyrics in page"
+    return None  # a lyrics page, or a redirect the session follows (and whose target is checked in turn)
 
 
 class PoliteAdapter(HTTPAdapter):
-    """Every request waits for the shared rate limiter; 429/5xx, timeouts and connections dropped before or
-    during the body are retried with backoff and jitter."""
+    """Every request waits for the shared rate limiter; 429/5xx, timeouts, connections dropped before or during
+    the body, and song pages that are not lyrics pages are retried with backoff and jitter."""
 
     def __init__(self, limiter, roots: dict[str, str], retries: int, backoff: float, max_backoff: float = 60.0,
                  run: str = ""):
@@ -377,6 +424,7 @@ class PoliteAdapter(HTTPAdapter):
             if wait > 0:
                 time.sleep(wait)
             retry_after = 0.0
+            page_problem = None
             try:
                 response = super().send(request, **kwargs)
                 if not kwargs.get("stream"):
@@ -389,16 +437,21 @@ class PoliteAdapter(HTTPAdapter):
             except requests.exceptions.ChunkedEncodingError:  # the body ended early
                 problem = "connection dropped mid-body"
             else:
-                if response.status_code not in RETRY_STATUSES:
-                    if is_page and response.ok:
-                        self.limiter.song_fetched.remote(self.run)
-                    return response
-                problem = f"HTTP {response.status_code}"
-                retry_after = _retry_after(response)
-                if response.status_code == 429:
-                    self.limiter.pause.remote(max(retry_after, self.backoff))
+                if response.status_code in RETRY_STATUSES:
+                    problem = f"HTTP {response.status_code}"
+                    retry_after = _retry_after(response)
+                    if response.status_code == 429:
+                        self.limiter.pause.remote(max(retry_after, self.backoff))
+                else:
+                    page_problem = problem = _page_problem(response) if is_page else None
+                    if problem is None:
+                        if is_page and response.status_code == 200:
+                            self.limiter.song_fetched.remote(self.run)
+                        return response
                 response.close()
             if attempt >= self.retries:
+                if page_problem:
+                    raise NotALyricsPage(page_problem)
                 where = request.url.split("?", 1)[0]
                 raise GeniusUnavailable(f"{problem} on {where} after {attempt + 1} attempts")
             step = min(self.max_backoff, self.backoff * 2**attempt)
@@ -413,7 +466,7 @@ def is_excluded_title(title: str) -> bool:
 
 
 def genius_client(token: str, roots: dict[str, str], timeout: float = 10.0):
-    """A lyricsgenius client with the issue's settings, pointed at `roots` (see `genius_roots`).
+    """A lyricsgenius client with the issue's settings and our User-Agent, pointed at `roots` (see `genius_roots`).
 
     EXCLUDED_TERMS are applied here, not passed to lyricsgenius: before 3.x releases that escape them, it read
     excluded terms as regexes, so "(Live)" also dropped "Alive".
@@ -428,6 +481,7 @@ def genius_client(token: str, roots: dict[str, str], timeout: float = 10.0):
         remove_section_headers=False,  # clean_lyrics removes them, so lyrics_raw keeps them
         skip_non_songs=True,
     )
+    genius._session.headers["User-Agent"] = user_agent()  # lyricsgenius sends only the OS and Python version
     for attr, url in roots.items():
         setattr(genius, attr, url)  # instance attributes shadow lyricsgenius's class constants
     # lyricsgenius's filter for the songs it fetches, wrapped on the instance (a subclass would lose the token:
@@ -435,6 +489,40 @@ def genius_client(token: str, roots: dict[str, str], timeout: float = 10.0):
     library_filter = genius._result_is_lyrics
     genius._result_is_lyrics = lambda song: library_filter(song) and not is_excluded_title(song.get("title") or "")
     return genius
+
+
+def _note_unreadable_pages(genius) -> dict[str, str]:
+    """Song URL -> why its page was not a lyrics page, filled in as lyricsgenius fetches pages; such a song
+    gets no lyrics instead of failing the whole artist (the threshold in `_lyrics_failure` decides)."""
+    unreadable: dict[str, str] = {}
+    library_lyrics = genius.lyrics
+
+    def lyrics(*args, song_url=None, **kwargs):
+        try:
+            return library_lyrics(*args, song_url=song_url, **kwargs)
+        except NotALyricsPage as e:
+            unreadable[song_url] = str(e)
+            return None
+
+    genius.lyrics = lyrics  # on the instance, as for `_result_is_lyrics` in `genius_client`
+    return unreadable
+
+
+def _missing(song: dict) -> str | None:
+    """Why a record's song has no lyrics, or None (records saved before "missing" existed kept empty lyrics)."""
+    if "missing" in song:
+        return song["missing"]
+    return None if clean_lyrics(song.get("lyrics_raw") or "", song.get("title") or "") else "empty lyrics"
+
+
+def _lyrics_failure(songs: list[dict]) -> str | None:
+    """Why the artist failed, when more than half of its fetched songs came back without lyrics: its data would
+    be mostly holes, most likely from blocked song pages that a later run may get."""
+    missing = [why for why in map(_missing, songs) if why]
+    if len(missing) * 2 <= len(songs):
+        return None
+    counts = ", ".join(f"{why} x{n}" for why, n in Counter(missing).most_common())
+    return f"{counts}: {len(missing)} of {len(songs)} songs without lyrics (more than half fails an artist)"
 
 
 def _describe_error(error: BaseException, token: str) -> str:
@@ -470,6 +558,7 @@ def fetch_artist(
         adapter = PoliteAdapter(limiter, roots, retries=retries, backoff=backoff, run=run)
         genius._session.mount("http://", adapter)
         genius._session.mount("https://", adapter)
+        unreadable = _note_unreadable_pages(genius)
         artist_id = spec.genius_id
         if artist_id is None:
             found = genius.search_artist(spec.name, max_songs=0, allow_name_change=True)
@@ -486,8 +575,9 @@ def fetch_artist(
         artist = genius.search_artist(spec.name, max_songs=max_songs, sort="popularity", artist_id=artist_id)
         if artist is None:
             return {**base, "status": "failed", "error": f"Genius has no artist with id {artist_id}"}
-        songs = [
-            {
+        songs = []
+        for song in artist.songs:
+            entry = {
                 "title": song.title,
                 "song_id": int(song._body["id"]),
                 "url": song.url,
@@ -495,8 +585,14 @@ def fetch_artist(
                 "release_date": song._body.get("release_date"),
                 "lyrics_raw": song.lyrics or "",
             }
-            for song in artist.songs
-        ]
+            why = unreadable.get(song.url) or _missing(entry)
+            if why:  # kept as a placeholder (for the counts and --max-songs order), never as data
+                del entry["lyrics_raw"]
+                entry["missing"] = why
+            songs.append(entry)
+        failure = _lyrics_failure(songs)
+        if failure:
+            return {**base, "status": "failed", "error": failure}
         return {
             **base,
             "status": "done",
@@ -561,7 +657,8 @@ class ScrapeReport:
 
 
 def _load_record(path: Path, spec: ArtistSpec, max_songs: int) -> dict | None:
-    """A finished artist's record if it can be reused for this request."""
+    """A finished artist's record if it can be reused for this request (not one that `_lyrics_failure` fails,
+    as older versions saved for blocked song pages)."""
     import json
 
     try:
@@ -578,7 +675,7 @@ def _load_record(path: Path, spec: ArtistSpec, max_songs: int) -> dict | None:
     if not ok:
         return None
     record["songs"] = record["songs"][:max_songs]
-    return record
+    return None if _lyrics_failure(record["songs"]) else record
 
 
 def _start_ray() -> bool:

@@ -15,9 +15,12 @@ Usage (also from a `ray job submit` test: the service runs in the test process, 
         fake.inject(path="/web/", cut_body=1.0)          # next lyric page sends half its body, stalls 1 s, hangs up
         fake.inject(path="artists/102", status=500, times=None)  # that artist is always broken
         fake.misdirect("Queen", to="Queen Latifah")      # search for "Queen" finds only Queen Latifah
+        fake.block_pages("DJ Kilowatt", status=403)      # its lyric pages answer 403 (the API still works)
+        fake.block_pages("DJ Kilowatt", status=200, titles={"Alive"})  # that page is a lyrics-less challenge
         fake.latency = 0.05                              # every answer takes 50 ms
         fake.request_count("/web/")                      # requests served so far whose path contains that
         fake.request_times()                             # their arrival times (time.monotonic())
+        fake.request_headers("/web/")                    # their headers (dicts)
 
 API requests without `Authorization: Bearer FAKE_TOKEN` get 401. `artists/ID/songs` lists songs by title, as
 Genius does, unless asked for `sort=popularity` (FakeSong.popularity, highest first).
@@ -173,6 +176,12 @@ def lyrics_page(artist: FakeArtist, song: FakeSong) -> str:
     )
 
 
+CHALLENGE_PAGE = (  # what a bot wall sends instead of the song: no lyrics container, no embedded song state
+    "<html><head><title>Just a moment...</title></head><body><h1>Checking your browser</h1>"
+    "<p>Enable JavaScript and cookies to continue</p></body></html>"
+)
+
+
 @dataclass
 class _Fault:
     path: str
@@ -190,8 +199,9 @@ class FakeGenius:
         self.latency = latency
         self._faults: list[_Fault] = []
         self._misdirect: dict[str, str] = {}
+        self._blocked: dict[str, tuple[int, set[str] | None]] = {}  # artist name -> (status, titles or all)
         self._lock = threading.Lock()
-        self._paths: list[tuple[float, str]] = []
+        self._requests: list[tuple[float, str, dict[str, str]]] = []  # (arrival, path, headers)
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -254,24 +264,35 @@ class FakeGenius:
         """Searching for `query` finds only the artist named `to` (name search matching the wrong artist)."""
         self._misdirect[_clean(query)] = to
 
+    def block_pages(self, artist: str, status: int = 403, titles: set[str] | None = None) -> None:
+        """Until `clear()`, the lyric pages of `artist`'s songs (only `titles`, if given) answer `status` with a
+        bot-wall page without lyrics, as Genius does to many cloud IPs while its API still answers; 200 is the
+        challenge page that looks like success."""
+        self._blocked[artist] = (status, titles)
+
     def clear(self) -> None:
         with self._lock:
             self._faults.clear()
-            self._paths.clear()
+            self._requests.clear()
         self._misdirect.clear()
+        self._blocked.clear()
 
     def request_count(self, contains: str = "") -> int:
         with self._lock:
-            return sum(1 for _, p in self._paths if contains in p)
+            return sum(1 for _, p, _ in self._requests if contains in p)
 
     def request_times(self, contains: str = "") -> list[float]:
         with self._lock:
-            return [t for t, p in self._paths if contains in p]
+            return [t for t, p, _ in self._requests if contains in p]
+
+    def request_headers(self, contains: str = "") -> list[dict[str, str]]:
+        with self._lock:
+            return [dict(h) for _, p, h in self._requests if contains in p]
 
     # serving ---------------------------------------------------------------------------------------------
-    def _take_fault(self, path: str) -> _Fault | None:
+    def _take_fault(self, path: str, headers: dict[str, str]) -> _Fault | None:
         with self._lock:
-            self._paths.append((time.monotonic(), path))
+            self._requests.append((time.monotonic(), path, headers))
             for fault in self._faults:
                 if fault.path in path and (fault.times is None or fault.times > 0):
                     if fault.times is not None:
@@ -282,7 +303,7 @@ class FakeGenius:
     def _handle(self, req: BaseHTTPRequestHandler) -> None:
         url = urlsplit(req.path)
         query = {k: v[0] for k, v in parse_qs(url.query).items()}
-        fault = self._take_fault(url.path)
+        fault = self._take_fault(url.path, dict(req.headers.items()))
         delay = self.latency + (fault.delay if fault else 0.0)
         if delay:
             time.sleep(delay)
@@ -301,6 +322,9 @@ class FakeGenius:
             for artist in self.artists.values():
                 for song in artist.songs:
                     if _song_path(artist, song) == "/" + path[len("/web/"):]:
+                        status, titles = self._blocked.get(artist.name, (None, None))
+                        if status is not None and (titles is None or song.title in titles):
+                            return status, CHALLENGE_PAGE
                         return 200, lyrics_page(artist, song)
             return 404, "<html><body>Page not found</body></html>"
         if path.startswith("/public/search/multi"):

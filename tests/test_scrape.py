@@ -470,3 +470,124 @@ def test_prepare_reads_the_scraped_dataset(fake, tmp_path):
     meta = json.loads((corpus / "meta.json").read_text())
     assert meta["artists"] == ["Juniper Vale"]
     assert (corpus / "train.bin").stat().st_size > 0
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Blocked song pages, Retry-After, User-Agent.
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _answer(retry_after: str | None = None):
+    import requests
+
+    response = requests.Response()
+    if retry_after is not None:
+        response.headers["Retry-After"] = retry_after
+    return response
+
+
+def test_retry_after_reads_seconds_and_http_dates():
+    from datetime import datetime, timedelta, timezone
+    from email.utils import format_datetime
+
+    from lyricdist.scrape import MAX_RETRY_AFTER, _retry_after
+
+    now = datetime.now(timezone.utc)
+    assert _retry_after(_answer("7")) == 7.0
+    assert 25 < _retry_after(_answer(format_datetime(now + timedelta(seconds=30), usegmt=True))) <= 30
+    assert _retry_after(_answer(format_datetime(now - timedelta(hours=1), usegmt=True))) == 0.0
+    assert _retry_after(_answer("Wed, 21 Oct 2015 07:28:00 -0000")) == 0.0  # a naive date in the past
+    in_a_day = format_datetime(now + timedelta(days=1), usegmt=True)
+    assert _retry_after(_answer("86400")) == _retry_after(_answer(in_a_day)) == MAX_RETRY_AFTER
+    for junk in ("soon", "-3", "", "nan", "inf"):
+        assert 0.0 <= _retry_after(_answer(junk)) <= MAX_RETRY_AFTER, junk
+    assert _retry_after(_answer()) == 0.0
+
+
+def test_user_agent_names_lyricdist_and_its_version(monkeypatch):
+    import importlib.metadata
+
+    import lyricdist
+    from lyricdist.scrape import user_agent
+
+    assert user_agent().startswith(f"lyricdist/{importlib.metadata.version('lyricdist')} (")
+
+    def not_installed(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", not_installed)  # e.g. a source checkout on PYTHONPATH
+    assert user_agent().startswith(f"lyricdist/{lyricdist.__version__} (")
+
+
+@pytest.mark.slow
+def test_every_request_sends_the_lyricdist_user_agent(fake, tmp_path):
+    from lyricdist.scrape import user_agent
+
+    assert scrape(["DJ Kilowatt"], 2, tmp_path / "ds", **FAST).exit_code == 0
+    assert fake.request_count("/public/") and fake.request_count("/api/") and fake.request_count("/web/")
+    assert {h.get("User-Agent") for h in fake.request_headers()} == {user_agent()}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("status, why", [(403, "song pages blocked (HTTP 403)"), (200, "no lyrics in page")])
+def test_blocked_song_pages_fail_the_artist_and_a_rerun_retries_it(fake, tmp_path, capsys, status, why):
+    from lyricdist.cli import main
+
+    fake.block_pages("DJ Kilowatt", status=status)  # the API answers; its lyric pages are a bot wall
+    out = tmp_path / "ds"
+    argv = ["scrape", "Juniper Vale", "DJ Kilowatt", "AC/DC", "--max-songs", "4", "--out", str(out),
+            "--retries", "1", "--rate-limit", "500", "--no-progress"]
+    code = main(argv)
+    captured = capsys.readouterr()
+    assert code == EXIT_ARTISTS_FAILED, captured.out
+    assert why in " ".join(captured.out.split()), captured.out
+    assert "1 of 3 artists failed" in captured.err
+    # its 3 songs ("Grid Down (Live)" is skipped) were each retried like any failed request
+    assert fake.request_count("/web/Dj-kilowatt-") == 3 * 2
+    rows = _rows(out)
+    assert {r["artist"] for r in rows} == {"Juniper Vale", "AC/DC"} and all(r["lyrics"] for r in rows)
+    saved = [json.loads(p.read_text())["name"] for p in (out / "raw").iterdir()]
+    assert sorted(saved) == ["AC/DC", "Juniper Vale"]  # the failed artist is not saved as finished
+
+    fake.clear()
+    assert main(argv) == 0, capsys.readouterr().out
+    assert fake.request_count("/api/artists/101") == fake.request_count("/api/artists/105") == 0  # cached
+    assert fake.request_count("/web/Dj-kilowatt-") == 3
+    assert {r["artist"] for r in _rows(out)} == {"Juniper Vale", "AC/DC", "DJ Kilowatt"}
+
+
+@pytest.mark.slow
+def test_artist_fails_when_more_than_half_its_songs_lack_lyrics(fake, tmp_path):
+    out = tmp_path / "ds"
+    # Juniper Vale's 5 fetched songs: "Paper Boats" blocked + "Hollow Hymn" empty = 2 of 5 without lyrics: done
+    fake.block_pages("Juniper Vale", status=403, titles={"Paper Boats"})
+    report = scrape(["Juniper Vale"], 20, out, retries=1, **FAST)
+    assert report.exit_code == 0, report.results
+    assert [r["title"] for r in _rows(out)] == ["Quiet Fields", "Lanterns"] and report.results[0].empty == 2
+    record = json.loads(next((out / "raw").iterdir()).read_text())
+    missing = {s["title"]: s.get("missing") for s in record["songs"] if "lyrics_raw" not in s}
+    assert missing == {"Paper Boats": "song pages blocked (HTTP 403)", "Hollow Hymn": "empty lyrics"}
+    assert all(clean_lyrics(s["lyrics_raw"], s["title"]) for s in record["songs"] if "lyrics_raw" in s)
+
+    # one more blocked page: 3 of 5 without lyrics, more than half: failed, and the rule is in the reason
+    fake.block_pages("Juniper Vale", status=403, titles={"Paper Boats", "Lanterns (Remastered 2011)"})
+    report = scrape(["Juniper Vale"], 20, out, refresh=True, retries=1, **FAST)
+    assert report.exit_code == EXIT_ARTISTS_FAILED
+    error = report.failed[0].error
+    assert error.startswith("song pages blocked (HTTP 403) x2, empty lyrics x1: 3 of 5 songs without lyrics"), error
+    assert "more than half" in error
+
+
+@pytest.mark.slow
+def test_a_saved_artist_with_mostly_empty_songs_is_scraped_again(fake, tmp_path):
+    out = tmp_path / "ds"
+    (out / "raw").mkdir(parents=True)
+    spec = ArtistSpec("DJ Kilowatt")
+    songs = [{"title": t, "song_id": i, "url": "", "album": None, "release_date": None, "lyrics_raw": ""}
+             for i, t in [(2001, "Voltage"), (2004, "Alive"), (2003, "Short Circuit")]]
+    record = {"version": 1, "name": spec.name, "genius_id": None, "max_songs": 4, "status": "done",
+              "artist": "DJ Kilowatt", "artist_id": 102, "songs": songs}  # what a blocked scrape used to save
+    (out / "raw" / spec.record_filename()).write_text(json.dumps(record))
+    report = scrape([spec], 4, out, **FAST)
+    assert report.results[0].status == "done" and fake.request_count("/web/") == 3
+    assert [r["title"] for r in _rows(out)] == ["Voltage", "Alive", "Short Circuit"]
