@@ -2,17 +2,26 @@
 #   docker build -t lyricdist .
 #   docker run --rm --gpus all --ipc=host -v lyricdist-data:/data lyricdist demo
 # Everything a run writes (corpora, runs/, HF/wandb caches) goes under /data, a volume.
-FROM pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime
+# The base image's torch must satisfy pyproject.toml's torch floor (tests/test_launch.py checks the tag).
+FROM pytorch/pytorch:2.9.1-cuda12.8-cudnn9-runtime
 
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONUNBUFFERED=1
 
 WORKDIR /opt/lyricdist
-# The base image's torch satisfies `torch>=2.2`, so pip keeps it (no second multi-GB download).
-COPY pyproject.toml README.md ./
+# Dependencies first, in a layer of their own: only a pyproject.toml change reinstalls them, not a code edit.
+# The list is pyproject.toml's [project].dependencies; the constraint torch==<the base image's version> keeps
+# the image's CUDA torch (pip fails instead of downloading another one if a dependency wanted a different torch).
+COPY pyproject.toml ./
+RUN python -c "import sys, importlib; toml = importlib.import_module('tomllib' if sys.version_info >= (3, 11) else 'pip._vendor.tomli'); deps = toml.load(open('pyproject.toml', 'rb'))['project']['dependencies']; open('/tmp/requirements.txt', 'w').write(''.join(d + chr(10) for d in deps))" \
+    && python -c "import torch; print('torch==' + torch.__version__.split('+')[0])" > /tmp/constraints.txt \
+    && pip install --no-cache-dir -r /tmp/requirements.txt -c /tmp/constraints.txt \
+    && rm /tmp/requirements.txt /tmp/constraints.txt
+# Then the package itself, without dependencies (README.md: the package metadata's long description).
+COPY README.md ./
 COPY lyricdist ./lyricdist
-RUN pip install --no-cache-dir . && lyricdist --version
+RUN pip install --no-cache-dir --no-deps . && lyricdist --version
 COPY configs ./configs
 COPY launch ./launch
 

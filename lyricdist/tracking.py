@@ -47,6 +47,25 @@ def wandb_mode(cfg: RunConfig) -> str | None:
 
 
 class Tracker:
+    """metrics.jsonl and samples.jsonl always; the wandb run through accelerate when wandb is on (main process).
+
+    Resuming (run_id and resume_step S from the trainer's saved state). The crashed process may have logged steps
+    after S (to wandb and to metrics.jsonl) before it died; the resumed process logs S+1, S+2, ... again. wandb
+    requires increasing steps: with a plain `resume="allow"` those steps would be dropped or, by wandb-core 0.31,
+    renumbered past the old ones. So:
+
+    - nothing past S in OUT_DIR's metrics.jsonl/samples.jsonl (a clean stop, or a finished run trained further):
+      `resume="allow"` on the same run id; the history simply continues.
+    - steps past S were logged (a crash): wandb's rewind, `resume_from="RUN_ID?_step=S"`, on the same run id. The
+      run's history is truncated to steps <= S (the abandoned segment is kept by W&B as an archived run) and
+      continues from S+1: one continuous history. Offline, wandb 0.31 records the rewind in the new .wandb file
+      (the run record's branch_point) without contacting a server; `wandb sync` of the run's directories, in start
+      order, applies it on the server.
+    - online, when the server refuses the rewind (it is a preview feature some W&B deployments lack), the resumed
+      history goes to a NEW run id whose config has `resumed_from: {run_id, step}` and whose history starts after
+      S; the saved state then records the new id. Steps are never offset or renumbered.
+    """
+
     def __init__(self, accelerator, cfg: RunConfig, out_dir: Path, run_id: str | None = None, resume_step: int = 0):
         self.accelerator = accelerator
         self.cfg = cfg
@@ -58,47 +77,67 @@ class Tracker:
         self.run_id = run_id
         if not self.main:
             return
-        self._truncate_metrics(resume_step)
+        logged_past_resume = self._truncate_metrics(resume_step)
         if self.mode is None:
             return
-        self.run_id = run_id or uuid.uuid4().hex[:12]
         t = cfg.tracking
-        accelerator.init_trackers(
-            t.project,
-            config=scrub(cfg.to_dict()),
-            init_kwargs={
-                "wandb": {
-                    "name": t.run_name or out_dir.resolve().name,
-                    "entity": t.entity,
-                    "tags": list(t.tags) or None,
-                    "mode": self.mode,
-                    "dir": str(out_dir),
-                    "id": self.run_id,
-                    "resume": "allow",
-                }
-            },
-        )
+        config = scrub(cfg.to_dict())
+        base = {
+            "name": t.run_name or out_dir.resolve().name,
+            "entity": t.entity,
+            "tags": list(t.tags) or None,
+            "mode": self.mode,
+            "dir": str(out_dir),
+        }
+        if run_id and logged_past_resume:
+            try:
+                self._init(config, {**base, "id": run_id, "resume_from": f"{run_id}?_step={resume_step}"})
+            except Exception as e:  # noqa: BLE001 - wandb raises several types; anything but a rewound run
+                if self.mode != "online":
+                    raise
+                self.run_id = uuid.uuid4().hex[:12]
+                print(
+                    f"wandb: could not rewind run {run_id} to step {resume_step} ({type(e).__name__}: {e}); "
+                    f"logging the resumed training to a new run {self.run_id} (config resumed_from points back)",
+                    file=sys.stderr,
+                )
+                config = {**config, "resumed_from": {"run_id": run_id, "step": resume_step}}
+                self._init(config, {**base, "id": self.run_id})
+        else:
+            self.run_id = run_id or uuid.uuid4().hex[:12]
+            self._init(config, {**base, "id": self.run_id, **({"resume": "allow"} if run_id else {})})
         self.run = accelerator.get_tracker("wandb", unwrap=True)
         if self.mode == "offline":
-            print(
-                f"wandb: offline run in {self.run.dir.rsplit('/files', 1)[0]}; upload it with "
-                f"`wandb sync {self.run.dir.rsplit('/files', 1)[0]}`",
-                file=sys.stderr,
-            )
+            run_dir = self.run.dir.rsplit("/files", 1)[0]
+            # A resumed run has one directory per segment; one `wandb sync` of all of them uploads them in order.
+            target = f"{Path(run_dir).parent}/offline-run-*-{self.run_id}" if run_id else run_dir
+            print(f"wandb: offline run in {run_dir}; upload it with `wandb sync {target}`", file=sys.stderr)
 
-    def _truncate_metrics(self, resume_step: int) -> None:
-        """On resume, forget lines the crashed run logged after the state it is resumed from."""
+    def _init(self, config: dict, wandb_kwargs: dict) -> None:
+        self.accelerator.init_trackers(self.cfg.tracking.project, config=config, init_kwargs={"wandb": wandb_kwargs})
+
+    def _truncate_metrics(self, resume_step: int) -> bool:
+        """On resume, forget lines the crashed run logged after the state it is resumed from.
+
+        Returns whether there were any (a line cut short by the crash counts: it was being written after S)."""
+        past = False
         for path in (self.metrics_path, self.out_dir / "samples.jsonl"):
             if not path.exists():
                 continue
             keep = []
             for line in path.read_text(encoding="utf-8").splitlines():
+                if not line.strip():
+                    continue
                 try:
                     if json.loads(line).get("step", 0) <= resume_step:
                         keep.append(line)
+                    else:
+                        past = True
                 except json.JSONDecodeError:
-                    continue  # a line cut short by the crash
+                    past = True  # a line cut short by the crash
+                    continue
             atomic_write_text(path, "".join(l + "\n" for l in keep))
+        return past
 
     def log(self, metrics: dict, step: int) -> None:
         if not self.main:
@@ -121,9 +160,11 @@ class Tracker:
         if self.run is not None:
             import wandb
 
-            table = wandb.Table(columns=["step", "primetext", "temperature", "text"])
+            columns = ["step", "primetext", "temperature", "text"]
+            columns += ["artist"] if any("artist" in r for r in rows) else []  # an artist-conditioned model
+            table = wandb.Table(columns=columns)
             for r in rows:
-                table.add_data(r["step"], r["primetext"], r["temperature"], r["text"])
+                table.add_data(*(r.get(c) for c in columns))
             self.run.log({"samples": table}, step=step)
 
     def log_checkpoint(self, path: Path, aliases: list[str], metadata: dict) -> None:

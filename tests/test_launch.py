@@ -106,6 +106,120 @@ def test_dockerfile_passes_hadolint():
     assert "/data" in last["VOLUME"]
 
 
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) per Dockerfile instruction, continuation lines joined, comments dropped."""
+    logical, current = [], ""
+    for line in (REPO / "Dockerfile").read_text().splitlines():
+        if not current and (not line.strip() or line.lstrip().startswith("#")):
+            continue
+        current += line.rstrip().removesuffix("\\") + " " if line.rstrip().endswith("\\") else line
+        if not line.rstrip().endswith("\\"):
+            logical.append(current)
+            current = ""
+    return [(words[0].upper(), words[1] if len(words) > 1 else "") for words in (l.split(None, 1) for l in logical)]
+
+
+def pyproject_dependencies():
+    from packaging.requirements import Requirement
+
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        from pip._vendor import tomli as tomllib
+    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    return {Requirement(d).name: Requirement(d) for d in deps}
+
+
+def dockerfile_base_torch():
+    from packaging.version import Version
+
+    base = next(args for instr, args in dockerfile_instructions() if instr == "FROM").split()[0]
+    image, tag = base.split(":", 1)
+    assert image == "pytorch/pytorch", f"the base is not an official PyTorch image: {base}"
+    assert tag.endswith("-runtime") and "-cuda" in tag and "-cudnn" in tag, tag  # X.Y.Z-cudaA.B-cudnnN-runtime
+    return Version(tag.split("-", 1)[0])
+
+
+def lower_bound(spec):
+    from packaging.version import Version
+
+    return max((Version(s.version) for s in spec if s.operator in (">=", "==", "~=")), default=Version("0"))
+
+
+def test_dockerfile_base_torch_satisfies_the_dependency_floors():
+    """The base image's torch satisfies pyproject's torch floor, which admits no torch without the APIs the code
+    uses (torch.get_autocast_dtype, is_autocast_enabled(device_type): 2.4) nor one below what the installed
+    accelerate (or any other installed dependency) requires; and it satisfies those requirements itself, so pip has
+    no reason to swap it."""
+    from importlib.metadata import PackageNotFoundError, requires
+    from packaging.requirements import Requirement
+
+    torch_version = dockerfile_base_torch()
+    deps = pyproject_dependencies()
+    floor = deps["torch"].specifier
+    assert floor.contains(torch_version), f"base torch {torch_version} does not satisfy pyproject's torch{floor}"
+    assert not floor.contains("2.3.1"), f"torch{floor} admits a torch without torch.get_autocast_dtype"
+    checked = []
+    for name in deps:
+        try:
+            reqs = [Requirement(r) for r in requires(name) or []]
+        except PackageNotFoundError:
+            continue
+        for req in reqs:
+            if req.name == "torch" and req.marker is None:
+                checked.append(name)
+                assert req.specifier.contains(torch_version), (
+                    f"installed {name} requires torch{req.specifier}; the base image has {torch_version}")
+                assert lower_bound(floor) >= lower_bound(req.specifier), (
+                    f"pyproject's torch{floor} is below what the installed {name} requires (torch{req.specifier})")
+    assert "accelerate" in checked
+
+
+def test_dockerfile_installs_dependencies_in_a_layer_before_the_source():
+    """Dependencies from pyproject.toml only, keeping the base image's torch, in a layer a code edit does not
+    invalidate; then the package itself without dependencies."""
+    instructions = dockerfile_instructions()
+    index = {}
+    for i, (instr, args) in enumerate(instructions):
+        if instr == "COPY" and "lyricdist" in args.split()[:-1]:
+            index.setdefault("copy_source", i)
+        if instr == "COPY" and "pyproject.toml" in args.split()[:-1]:
+            index.setdefault("copy_pyproject", i)
+        if instr == "RUN" and "pip install" in args:
+            index.setdefault("first_pip", i)
+            if "--no-deps" in args:
+                index["install_package"] = i
+    assert {"copy_source", "copy_pyproject", "first_pip", "install_package"} <= set(index), index
+    deps_run = instructions[index["first_pip"]][1]
+    assert index["copy_pyproject"] < index["first_pip"] < index["copy_source"] < index["install_package"]
+    assert "--no-deps" not in deps_run and "pyproject.toml" in deps_run
+    assert "torch==" in deps_run and " -c " in deps_run, "the dependency install must pin the base image's torch"
+    for instr, args in instructions[: index["copy_source"]]:
+        assert not (instr == "RUN" and "pip install" in args and " . " in f" {args} "), "installs the package early"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+def test_docker_build_keeps_the_base_images_torch():
+    """Where docker runs: the image builds, and its torch is still the base image's (pip did not swap it)."""
+    docker = shutil.which("docker")
+    if not docker:
+        pytest.skip("docker is not installed")
+    if subprocess.run([docker, "info"], capture_output=True, timeout=60).returncode != 0:
+        pytest.skip("docker is installed but its daemon is not reachable")
+    tag = "lyricdist-test:build"
+    build = subprocess.run([docker, "build", "-t", tag, "."], cwd=REPO, capture_output=True, text=True, timeout=3600)
+    assert build.returncode == 0, build.stdout[-5000:] + build.stderr[-5000:]
+    probe = subprocess.run(
+        [docker, "run", "--rm", "--entrypoint", "python", tag, "-c",
+         "import torch, accelerate, lyricdist; print(torch.__version__.split('+')[0])"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert probe.returncode == 0, probe.stderr
+    assert probe.stdout.split()[-1] == str(dockerfile_base_torch())
+    assert subprocess.run([docker, "run", "--rm", tag, "--version"], capture_output=True, timeout=600).returncode == 0
+
+
 def test_ray_runtime_env_is_valid_and_holds_no_secrets():
     from ray.runtime_env import RuntimeEnv
 

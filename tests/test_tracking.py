@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from conftest import CONFIGS, read_text_tree, run_cli, tiny_config
 from lyricdist.train import train
-from lyricdist.tracking import scrub, wandb_mode
+from lyricdist.tracking import Tracker, scrub, wandb_mode
 
 FAKE_WANDB_KEY = "wandbkey-" + "9" * 31
 FAKE_GENIUS = "genius-token-SECRETVALUE123"
@@ -30,6 +32,32 @@ def wandb_records(run_root: Path) -> list[dict]:
 
 def _history(records: list[dict]) -> list[dict]:
     return [r["history"]["item"] for r in records if r["type"] == "history"]
+
+
+def wandb_segments(run_root: Path) -> list[dict]:
+    """One entry per offline .wandb file, in start order: its run record and its history rows."""
+    segments = []
+    for f in run_root.glob("wandb/offline-run-*/run-*.wandb"):
+        proc = subprocess.run(["wandb", "leet", "inspect", "--json", str(f)], capture_output=True, text=True,
+                              timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        records = [json.loads(l) for l in proc.stdout.splitlines() if l.startswith("{")]
+        run = next(r["run"] for r in records if r["type"] == "run")
+        segments.append({"run": run, "history": _history(records)})
+    return sorted(segments, key=lambda s: s["run"]["start_time"])
+
+
+def synced_history(segments: list[dict]) -> list[dict]:
+    """The history `wandb sync` gives the run: the files in start order, a rewind (`resume_from`, recorded as the
+    run record's branch_point on the same run id) first truncating what is there to steps <= its step."""
+    rows: list[dict] = []
+    for seg in segments:
+        bp = seg["run"].get("branch_point")
+        if bp and bp.get("run") == seg["run"]["run_id"]:
+            assert bp["metric"] == "_step"
+            rows = [h for h in rows if h["_step"] <= bp["value"]]
+        rows += seg["history"]
+    return rows
 
 
 @pytest.mark.slow
@@ -110,3 +138,124 @@ def test_scrub_removes_secrets(monkeypatch):
                      "max_tokens": 5})
     assert cleaned == {"a": {"api_key": "<redacted>", "note": "<redacted>"}, "tags": ["<redacted>", "ok"], "lr": 1,
                        "max_tokens": 5}
+
+
+CRASH_AT_30 = """
+import sys
+from lyricdist.tracking import Tracker
+log = Tracker.log
+def crashing_log(self, metrics, step):
+    log(self, metrics, step)
+    if step >= 30:
+        raise RuntimeError("simulated crash after logging step 30")
+Tracker.log = crashing_log
+from lyricdist.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_resume_after_a_crash_rewinds_the_wandb_run_to_the_saved_step(demo_corpus, tmp_path):
+    """State saved at 20, the run logs up to 30 and crashes; the resumed run's history is one continuous series."""
+    out = tmp_path / "run"
+    args = ["train", "--config", str(CONFIGS / "tiny.yaml"), f"--data.corpus={demo_corpus}", f"--train.out_dir={out}",
+            "--tracking.backend=wandb", "--tracking.mode=offline", "--tracking.project=lyricdist-test",
+            "--train.max_steps=40", "--train.eval_every=10", "--train.save_every=20", "--train.log_every=5",
+            "--samples.temperatures=[1.0]"]
+    crashed = subprocess.run([sys.executable, "-c", CRASH_AT_30, *args], capture_output=True, text=True, timeout=300)
+    assert crashed.returncode == 1 and "simulated crash" in crashed.stderr, crashed.stdout + crashed.stderr
+    state = json.loads((out / "state" / "trainer_state.json").read_text())
+    assert state["step"] == 20
+    run_id = state["wandb_run_id"]
+    run_cli(*args, "--resume")
+
+    segments = wandb_segments(out)
+    assert len(segments) == 2 and {s["run"]["run_id"] for s in segments} == {run_id}
+    crashed_seg, resumed_seg = segments
+    assert [h["_step"] for h in crashed_seg["history"] if "train_loss" in h] == [5, 10, 15, 20, 25, 30]
+    assert not crashed_seg["run"].get("branch_point")
+    assert min(h["_step"] for h in resumed_seg["history"]) == 25
+
+    history = synced_history(segments)
+    steps = [h["_step"] for h in history]
+    assert steps == sorted(set(steps)), f"steps repeat or go back: {steps}"
+    assert [h["_step"] for h in history if "train_loss" in h] == [5, 10, 15, 20, 25, 30, 35, 40]
+    assert [h["_step"] for h in history if "val_loss" in h] == [10, 20, 30, 40]
+    # because the resumed segment rewinds the same run to the saved step (wandb's resume_from)
+    assert resumed_seg["run"]["branch_point"] == {"run": run_id, "metric": "_step", "value": 20}
+    # the rows kept from before the crash are the crashed run's own (steps <= 20), the rest are the resumed run's
+    before = {h["_step"]: h["train_loss"] for h in crashed_seg["history"] if "train_loss" in h}
+    after = {h["_step"]: h["train_loss"] for h in resumed_seg["history"] if "train_loss" in h}
+    assert {h["_step"]: h["train_loss"] for h in history if "train_loss" in h} == {
+        **{s: v for s, v in before.items() if s <= 20}, **after}
+    metrics = [json.loads(l)["step"] for l in (out / "metrics.jsonl").read_text().splitlines()]
+    assert metrics == [5, 10, 15, 20, 25, 30, 35, 40]
+
+
+class FakeAccelerator:
+    """What Tracker uses of accelerate: init_trackers (recorded; optionally refusing a rewind), get_tracker."""
+
+    is_main_process = True
+
+    def __init__(self, refuse_rewind: bool = False):
+        self.refuse_rewind = refuse_rewind
+        self.inits: list[dict] = []
+
+    def init_trackers(self, project, config=None, init_kwargs=None):
+        self.inits.append({"config": config, **init_kwargs["wandb"]})
+        if self.refuse_rewind and "resume_from" in init_kwargs["wandb"]:
+            raise RuntimeError("failed to rewind run: rewind is not enabled for this entity")
+
+    def get_tracker(self, name, unwrap=False):
+        return SimpleNamespace(dir="/nowhere/files")
+
+
+def _logged(out: Path, steps: list[int]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "train_loss": 1.0}) + "\n" for s in steps))
+
+
+def test_tracker_resume_kwargs(demo_corpus, tmp_path, monkeypatch):
+    """New run: a fresh id. Resume where nothing was logged past the state: resume="allow". Resume after a crash
+    that logged past the state: resume_from=ID?_step=S (rewind), never together with `resume`."""
+    monkeypatch.setenv("GENIUS_ACCESS_TOKEN", FAKE_GENIUS)
+    cfg = tiny_config(demo_corpus, tmp_path / "run", "--tracking.backend=wandb", "--tracking.mode=online")
+    out = tmp_path / "run"
+
+    acc = FakeAccelerator()
+    fresh = Tracker(acc, cfg, out)
+    assert acc.inits[-1]["id"] == fresh.run_id and "resume_from" not in acc.inits[-1]
+
+    _logged(out, [5, 10, 15, 20])
+    Tracker(acc, cfg, out, run_id="abc123", resume_step=20)
+    kw = acc.inits[-1]
+    assert (kw["id"], kw["resume"]) == ("abc123", "allow") and "resume_from" not in kw
+
+    _logged(out, [5, 10, 15, 20, 25, 30])
+    tracker = Tracker(acc, cfg, out, run_id="abc123", resume_step=20)
+    kw = acc.inits[-1]
+    assert kw["resume_from"] == "abc123?_step=20" and kw["id"] == "abc123" and "resume" not in kw
+    assert tracker.run_id == "abc123"
+    assert [json.loads(l)["step"] for l in (out / "metrics.jsonl").read_text().splitlines()] == [5, 10, 15, 20]
+    assert FAKE_GENIUS not in json.dumps(kw["config"])
+
+    # a line cut short by the crash (after step 20) also means the run went past the state
+    (out / "metrics.jsonl").write_text(json.dumps({"step": 20}) + "\n" + '{"step": 2')
+    Tracker(acc, cfg, out, run_id="abc123", resume_step=20)
+    assert acc.inits[-1]["resume_from"] == "abc123?_step=20"
+
+
+def test_tracker_falls_back_to_a_linked_new_run_when_the_server_refuses_rewind(demo_corpus, tmp_path, monkeypatch):
+    """Rewind is a W&B server feature some deployments lack: the resumed history then goes to a new run (steps
+    after S only, never renumbered) whose config names the run and step it continues; its id is the one saved."""
+    monkeypatch.setenv("GENIUS_ACCESS_TOKEN", FAKE_GENIUS)
+    cfg = tiny_config(demo_corpus, tmp_path / "run", "--tracking.backend=wandb", "--tracking.mode=online")
+    out = tmp_path / "run"
+    _logged(out, [5, 10, 15, 20, 25, 30])
+    acc = FakeAccelerator(refuse_rewind=True)
+    tracker = Tracker(acc, cfg, out, run_id="abc123", resume_step=20)
+    assert [kw.get("resume_from") for kw in acc.inits] == ["abc123?_step=20", None]
+    retry = acc.inits[-1]
+    assert "resume" not in retry and retry["id"] == tracker.run_id != "abc123"
+    assert retry["config"]["resumed_from"] == {"run_id": "abc123", "step": 20}
+    assert FAKE_GENIUS not in json.dumps(retry["config"])
