@@ -9,10 +9,10 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, save_file
 
 from .errors import LyricdistError
-from .fileio import atomic_dir, atomic_write_json, readable_dir
+from .fileio import atomic_dir, atomic_write_json, read_dir_snapshot, readable_dir
 from .model import CharRNN, ModelConfig
 from .vocab import Vocab
 
@@ -51,42 +51,58 @@ def save_checkpoint(
     return path
 
 
-def resolve_checkpoint_dir(path: str | Path) -> Path:
-    """Accept a checkpoint directory, a run's out_dir (best, else last) or a wandb artifact download."""
-    path = Path(path)
+def _locate(path: Path) -> Path:
+    """The directory to read for `path` (a run's out_dir: its best, else last), changing nothing."""
     if path.is_dir() and not (path / "config.json").exists():
         for name in ("best", "last"):
             cand = readable_dir(path / "checkpoints" / name)
             if (cand / "config.json").exists():
                 return cand
-    path = readable_dir(path)
+    return readable_dir(path)
+
+
+def _not_found(path: Path) -> LyricdistError:
+    return LyricdistError(f"checkpoint {str(path)!r} not found; give OUT_DIR/checkpoints/best (or last)")
+
+
+def resolve_checkpoint_dir(path: str | Path) -> Path:
+    """Accept a checkpoint directory, a run's out_dir (best, else last) or a wandb artifact download."""
+    path = _locate(Path(path))
     if not path.exists():
-        raise LyricdistError(f"checkpoint {str(path)!r} not found; give OUT_DIR/checkpoints/best (or last)")
+        raise _not_found(path)
     return path
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[CharRNN, Vocab, dict]:
-    """Load (model in eval mode, vocabulary, config.json contents). Works on CPU for GPU-trained weights."""
-    path = resolve_checkpoint_dir(path)
-    for name in ("config.json", "vocab.json", "model.safetensors"):
-        if not (path / name).is_file():
+    """Load (model in eval mode, vocabulary, config.json contents). Works on CPU for GPU-trained weights.
+
+    All files come from one save even while a trainer replaces the checkpoint (see fileio.read_dir_snapshot)."""
+    names, given = ("config.json", "vocab.json", "model.safetensors"), Path(path)
+    path, files = read_dir_snapshot(lambda: _locate(given), names)
+    if files is None:
+        raise _not_found(path)
+    for name in names:
+        if name not in files:
             raise LyricdistError(f"checkpoint {path} is missing {name}; it is incomplete or not a lyricdist checkpoint")
     try:
-        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        config = json.loads(files["config.json"])
         if config.get("format") != CHECKPOINT_FORMAT:
             raise ValueError("not a lyricdist checkpoint")
         known = {f.name for f in fields(ModelConfig)}
         model_cfg = ModelConfig(**{k: v for k, v in config["model"].items() if k in known})
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise LyricdistError(f"checkpoint {path}/config.json is corrupted ({e})") from None
-    vocab = Vocab.load(path / "vocab.json")
+    try:
+        vocab = Vocab.from_json(json.loads(files["vocab.json"]))
+    except ValueError as e:
+        raise LyricdistError(f"checkpoint {path}/vocab.json is corrupted ({e}); use another checkpoint") from None
     if len(vocab) != config.get("vocab_size"):
         raise LyricdistError(
             f"vocabulary mismatch in {path}: vocab.json has {len(vocab)} characters, the model {config.get('vocab_size')}"
         )
     try:
-        state = load_file(str(path / "model.safetensors"), device="cpu")
-    except (SafetensorError, OSError, ValueError) as e:
+        state = load(files["model.safetensors"])
+    except (SafetensorError, ValueError) as e:
         raise LyricdistError(f"checkpoint {path}/model.safetensors is corrupted ({e}); use another checkpoint") from None
     model = CharRNN(model_cfg, vocab_size=len(vocab), num_artists=int(config.get("num_artists", 0)))
     try:

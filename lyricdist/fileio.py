@@ -1,4 +1,5 @@
-"""Atomic file and directory writes: a crash mid-write never leaves a half-written file in place."""
+"""Atomic file and directory writes, and reads of a directory a writer may be replacing: a crash mid-write never
+leaves a half-written file in place, and a reader never sees half of a swap nor changes anything."""
 
 from __future__ import annotations
 
@@ -6,16 +7,31 @@ import json
 import os
 import shutil
 import tempfile
+import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterable, Iterator
+
+from .errors import LyricdistError
 
 
-def _umask() -> int:
-    mask = os.umask(0)
+def _read_umask() -> int:
+    """The process umask, read once at import. os.umask can only read it by setting it, and a file another thread
+    creates meanwhile gets that mask, so /proc is read where it has it; elsewhere the mask is swapped once."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o077)  # strict for the moment it is swapped: a file created meanwhile is private, not loose
     os.umask(mask)
     return mask
+
+
+_UMASK = _read_umask()
 
 
 def _fsync_dir(path: Path) -> None:
@@ -36,7 +52,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -67,17 +83,29 @@ def _fsync_tree(root: Path) -> None:
         _fsync_dir(Path(dirpath))
 
 
+def _asides(final: Path) -> list[Path]:
+    """The `.NAME.old-*` copies `replace_dir` moved aside, oldest first (one removed while listing is skipped)."""
+    stamped = []
+    for old in final.parent.glob(f".{final.name}.old-*"):
+        try:
+            stamped.append((old.stat().st_mtime, old))
+        except FileNotFoundError:
+            continue
+    return [old for _, old in sorted(stamped)]
+
+
 def recover_dir(final: str | os.PathLike) -> None:
     """Undo an interrupted directory swap: if `final` is gone but its previous version survives, restore it.
 
     `replace_dir` renames the old directory aside before moving the new one in; a kill between the two renames
-    leaves only the aside copy, which is complete. Stale temporary directories are removed.
+    leaves only the aside copy, which is complete. Stale temporary directories are removed. Only the directory's
+    one writer may call this (it deletes a swap in progress); readers use `readable_dir`.
     """
     final = Path(final)
     parent = final.parent
     if not parent.is_dir():
         return
-    olds = sorted(parent.glob(f".{final.name}.old-*"), key=lambda p: p.stat().st_mtime)
+    olds = _asides(final)
     if not final.exists() and olds:
         os.rename(olds[-1], final)
         olds = olds[:-1]
@@ -94,8 +122,58 @@ def readable_dir(final: str | os.PathLike) -> Path:
     final = Path(final)
     if final.exists() or not final.parent.is_dir():
         return final
-    olds = sorted(final.parent.glob(f".{final.name}.old-*"), key=lambda p: p.stat().st_mtime)
+    olds = _asides(final)
     return olds[-1] if olds else final
+
+
+def read_dir_snapshot(
+    locate: Callable[[], Path], names: Iterable[str], attempts: int = 10
+) -> tuple[Path, dict[str, bytes] | None]:
+    """Read the files `names` of one version of the directory `locate()` finds, while a writer may swap it.
+
+    The files are opened through one handle on the directory, so all of them come from the same save even if
+    `replace_dir` renames it away meanwhile. A name missing there is left out of the result only if that directory
+    is still the one `locate()` finds (it is incomplete); if it was swapped away the read starts over, as it does
+    when the directory vanishes before it is opened. None: the directory does not exist.
+    """
+    names = list(names)
+    for attempt in range(attempts):
+        time.sleep(0.01 * attempt)
+        path = locate()
+        try:
+            dir_fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        except NotADirectoryError:
+            return path, {}
+        except FileNotFoundError:
+            if locate() == path and not path.exists():
+                return path, None
+            continue
+        fds: dict[str, int] = {}
+        try:
+            for name in names:
+                try:
+                    fds[name] = os.open(name, os.O_RDONLY, dir_fd=dir_fd)
+                except FileNotFoundError:
+                    continue
+            if len(fds) == len(names) or _is_current(dir_fd, locate):
+                files = {}
+                for name, fd in fds.items():
+                    with os.fdopen(fd, "rb", closefd=False) as f:
+                        files[name] = f.read()
+                return path, files
+        finally:
+            for fd in (*fds.values(), dir_fd):
+                os.close(fd)
+    raise LyricdistError(f"{path} was replaced {attempts} times while being read; try again")
+
+
+def _is_current(dir_fd: int, locate: Callable[[], Path]) -> bool:
+    try:
+        now = os.stat(locate())
+    except OSError:
+        return False
+    held = os.fstat(dir_fd)
+    return (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino)
 
 
 def replace_dir(src: Path, final: Path) -> None:
@@ -117,7 +195,7 @@ def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
     final.parent.mkdir(parents=True, exist_ok=True)
     recover_dir(final)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
-    os.chmod(tmp, 0o777 & ~_umask())
+    os.chmod(tmp, 0o777 & ~_UMASK)
     try:
         yield tmp
         replace_dir(tmp, final)

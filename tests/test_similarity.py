@@ -130,6 +130,18 @@ def test_vocab_unknown_words_and_local_vectors(tmp_path):
         load_vectors(vectors, vocab, dim=4)
 
 
+
+def test_vectors_whose_token_contains_spaces(tmp_path):
+    """GloVe-840B has tokens like ". . ." and "at name@domain.com": a line's vector is its last `dim` fields."""
+    vocab = WordVocab.build(["the river rolls"], min_count=1)
+    vectors = tmp_path / "glove.840B.300d.txt"
+    vectors.write_text("river 1 2 3\n. . . 0.1 0.2 0.3\nat name@domain.com 4 5 6\nrolls 7 8 9\n")
+    weight, found = load_vectors(vectors, vocab, dim=3)
+    assert found == 2 and weight[vocab._index["rolls"]].tolist() == [7, 8, 9]
+    with pytest.raises(LyricdistError, match="embedding-dim 3"):  # a longer vector than the model takes
+        load_vectors(vectors, vocab, dim=2)
+
+
 @pytest.mark.slow
 def test_demo_end_to_end_separates_the_two_artists(tmp_path):
     out = tmp_path / "run"
@@ -139,9 +151,11 @@ def test_demo_end_to_end_separates_the_two_artists(tmp_path):
     # Held-out songs only (split by song); chance is 0.5 on these balanced pairs.
     assert final["test_accuracy"] >= 0.75, final
 
-    shown = run_cli("similarity", "eval", str(out)).stdout
+    before = (out / "metrics.jsonl").read_text()
+    shown = run_cli("similarity", "eval", str(out), "--metrics", str(tmp_path / "eval.jsonl")).stdout
     assert "2-class accuracy" in shown and "Spearman" in shown
-    evaluated = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert (out / "metrics.jsonl").read_text() == before  # a reader never writes into the run
+    evaluated = json.loads((tmp_path / "eval.jsonl").read_text().splitlines()[-1])
     assert evaluated["stage"] == "eval" and evaluated["test_accuracy"] == pytest.approx(final["test_accuracy"])
     assert evaluated["test_pairs"] == final["test_pairs"]
 

@@ -30,7 +30,7 @@ def cli_parser():
     ev = new_parser("2-class and decile accuracy, Pearson and Spearman on the held-out pairs.")
     ev.add_argument("checkpoint", help="a `similarity train` out_dir or checkpoint directory")
     ev.add_argument("--test-set", default=None, help="a test_set.json (default: the run's own)")
-    ev.add_argument("--metrics", default=None, help="append the result here (default: the run's metrics.jsonl)")
+    ev.add_argument("--metrics", default=None, help="also append the result here as a JSON line (never into the run)")
     sub.add_subcommand("eval", ev, help="evaluate on held-out pairs")
 
     emb = new_parser("Song vectors -> PCA scatter plot (PNG, coloured by artist) and a JSON of the points.")

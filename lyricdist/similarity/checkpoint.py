@@ -10,10 +10,10 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, save_file
 
 from ..errors import LyricdistError
-from ..fileio import atomic_dir, atomic_write_json, recover_dir
+from ..fileio import atomic_dir, atomic_write_json, read_dir_snapshot, readable_dir
 from .config import SimilarityModelConfig
 from .model import MaLSTM
 from .tokenize import WordVocab
@@ -65,33 +65,36 @@ def save_similarity_checkpoint(
     return path
 
 
-def resolve(path: str | Path) -> Path:
-    """A checkpoint directory, or a run's out_dir (its checkpoints/last)."""
+def checkpoint_dir(path: str | Path) -> Path:
+    """The checkpoint directory `path` names: itself, or a run's checkpoints/last. Read it with
+    load_similarity_checkpoint, which never modifies it (its trainer may be saving into it right now)."""
     path = Path(path)
     if path.is_dir() and not (path / "config.json").exists():
-        recover_dir(path / "checkpoints" / "last")
-        path = path / "checkpoints" / "last"
-    recover_dir(path)
-    if not (path / "config.json").is_file():
-        raise LyricdistError(f"similarity checkpoint {str(path)!r} not found; give a `similarity train` out_dir")
+        return path / "checkpoints" / "last"
     return path
 
 
 def load_similarity_checkpoint(path: str | Path) -> tuple[MaLSTM, WordVocab, dict, dict]:
-    """(model in eval mode on CPU, vocabulary, config.json, {"vectors", "artist_ids"} of the reference songs)."""
-    path = resolve(path)
-    for name in ("vocab.json", "model.safetensors", "songs.safetensors"):
-        if not (path / name).is_file():
+    """(model in eval mode on CPU, vocabulary, config.json, {"vectors", "artist_ids"} of the reference songs).
+
+    All files come from one save even while the trainer replaces the checkpoint (see fileio.read_dir_snapshot)."""
+    where = checkpoint_dir(path)
+    names = ("config.json", "vocab.json", "model.safetensors", "songs.safetensors")
+    path, files = read_dir_snapshot(lambda: readable_dir(where), names)
+    if not files or "config.json" not in files:
+        raise LyricdistError(f"similarity checkpoint {str(where)!r} not found; give a `similarity train` out_dir")
+    for name in names:
+        if name not in files:
             raise LyricdistError(f"similarity checkpoint {path} is missing {name}; it is incomplete")
     try:
-        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        config = json.loads(files["config.json"])
         if config.get("format") != FORMAT:
             raise ValueError(f"format is {config.get('format')!r}, not {FORMAT!r}")
         known = {f.name for f in fields(SimilarityModelConfig)}
         model_cfg = SimilarityModelConfig(**{k: v for k, v in config["model"].items() if k in known})
-        vocab = WordVocab.from_json(json.loads((path / "vocab.json").read_text(encoding="utf-8")))
-        state, songs = load_file(str(path / "model.safetensors")), load_file(str(path / "songs.safetensors"))
-    except (ValueError, KeyError, TypeError, SafetensorError, OSError) as e:
+        vocab = WordVocab.from_json(json.loads(files["vocab.json"]))
+        state, songs = load(files["model.safetensors"]), load(files["songs.safetensors"])
+    except (ValueError, KeyError, TypeError, AttributeError, SafetensorError) as e:
         raise LyricdistError(f"similarity checkpoint {path} is corrupted or not one ({e})") from None
     model = MaLSTM(model_cfg, vocab_size=len(vocab))
     try:

@@ -53,7 +53,8 @@ def load_vectors(path: str | Path, vocab: WordVocab, dim: int) -> tuple[torch.Te
     """Rows for `vocab` from a word2vec or GloVe text file, and how many words it covered.
 
     Words the file lacks keep a small random vector; padding stays zero. Only vocabulary words are kept in
-    memory, so a multi-gigabyte file is fine.
+    memory, so a multi-gigabyte file is fine. A line's vector is its last `dim` fields, the word the rest: GloVe-840B
+    has words with spaces (". . .", "at name@domain.com"). The first vector line settles the file's dimension.
     """
     path = Path(path)
     if not path.is_file():
@@ -61,6 +62,7 @@ def load_vectors(path: str | Path, vocab: WordVocab, dim: int) -> tuple[torch.Te
     weight = torch.randn(len(vocab), dim) * 0.1
     weight[0] = 0
     found: set[int] = set()
+    first = True
     with open(path, encoding="utf-8", errors="replace") as f:
         for lineno, line in enumerate(f, 1):
             parts = line.rstrip().split(" ")
@@ -68,17 +70,27 @@ def load_vectors(path: str | Path, vocab: WordVocab, dim: int) -> tuple[torch.Te
                 continue  # word2vec header: "COUNT DIM"
             if len(parts) < 2:
                 continue
-            if len(parts) - 1 != dim:
+            if len(parts) <= dim or (first and len(parts) > dim + 1 and _is_number(parts[-dim - 1])):
                 raise LyricdistError(
                     f"{path}:{lineno} has {len(parts) - 1}-d vectors but model.embedding_dim is {dim}; "
                     f"set --model.embedding-dim {len(parts) - 1}"
                 )
-            word = parts[0].lower() if vocab.lowercase else parts[0]
+            first = False
+            word = " ".join(parts[:-dim])
+            word = word.lower() if vocab.lowercase else word
             idx = vocab._index.get(word)
             if idx is not None and idx > 1 and idx not in found:  # first (most frequent) spelling wins
                 try:
-                    weight[idx] = torch.tensor([float(x) for x in parts[1:]])
+                    weight[idx] = torch.tensor([float(x) for x in parts[-dim:]])
                 except ValueError:
                     raise LyricdistError(f"{path}:{lineno} is not a word followed by numbers") from None
                 found.add(idx)
     return weight, len(found)
+
+
+def _is_number(field: str) -> bool:
+    try:
+        float(field)
+    except ValueError:
+        return False
+    return True

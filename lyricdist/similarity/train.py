@@ -19,7 +19,7 @@ from ..errors import LyricdistError
 from ..fileio import atomic_write_json, atomic_write_text
 from ..sources import Song
 from ..tracking import Tracker, wandb_mode
-from .checkpoint import encode_texts, load_similarity_checkpoint, resolve, save_similarity_checkpoint
+from .checkpoint import checkpoint_dir, encode_texts, load_similarity_checkpoint, save_similarity_checkpoint
 from .config import SimilarityConfig
 from .metrics import pair_metrics
 from .model import MaLSTM
@@ -199,8 +199,9 @@ def train(cfg: SimilarityConfig) -> dict:
 
 
 def evaluate(checkpoint: str, test_set: str | None = None, metrics_path: str | None = None) -> dict:
-    """Score the held-out pairs saved by `train` (or another test_set.json); append the result to metrics.jsonl."""
-    path = resolve(checkpoint)
+    """Score the held-out pairs saved by `train` (or another test_set.json). A reader: it never writes into the run
+    directory; the result is appended as a JSON line to `metrics_path` when given."""
+    path = checkpoint_dir(checkpoint)
     model, vocab, config, _ = load_similarity_checkpoint(path)
     run_dir = path.parent.parent
     test_path = Path(test_set) if test_set else run_dir / TEST_SET
@@ -217,10 +218,11 @@ def evaluate(checkpoint: str, test_set: str | None = None, metrics_path: str | N
     b = torch.tensor([p[1] for p in pairs], dtype=torch.long)
     pred = MaLSTM.similarity(vectors[a], vectors[b])
     metrics = pair_metrics(pred.numpy(), [p[2] for p in pairs])
-    target = Path(metrics_path) if metrics_path else run_dir / "metrics.jsonl"
-    row = {"stage": "eval", "step": config.get("step"), "checkpoint": str(path), "test_set": str(test_path)}
-    row.update({f"test_{k}": v for k, v in metrics.items()})
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target, "a", encoding="utf-8") as f:
-        f.write(json.dumps(row) + "\n")
+    if metrics_path:
+        target = Path(metrics_path)
+        row = {"stage": "eval", "step": config.get("step"), "checkpoint": str(path), "test_set": str(test_path)}
+        row.update({f"test_{k}": v for k, v in metrics.items()})
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(target, "a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
     return metrics
