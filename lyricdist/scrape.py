@@ -491,9 +491,15 @@ def genius_client(token: str, roots: dict[str, str], timeout: float = 10.0):
     return genius
 
 
-def _note_unreadable_pages(genius) -> dict[str, str]:
+class ArtistBlocked(Exception):
+    """More than half of an artist's --max-songs pages were unreadable: the artist fails whatever the rest say,
+    so the remaining pages (each retried with backoff) are not fetched."""
+
+
+def _note_unreadable_pages(genius, max_songs: int | None) -> dict[str, str]:
     """Song URL -> why its page was not a lyrics page, filled in as lyricsgenius fetches pages; such a song
-    gets no lyrics instead of failing the whole artist (the threshold in `_lyrics_failure` decides)."""
+    gets no lyrics instead of failing the whole artist (the threshold in `_lyrics_failure` decides). Once more
+    than half of max_songs pages were unreadable the artist cannot pass: ArtistBlocked stops it early."""
     unreadable: dict[str, str] = {}
     library_lyrics = genius.lyrics
 
@@ -502,6 +508,8 @@ def _note_unreadable_pages(genius) -> dict[str, str]:
             return library_lyrics(*args, song_url=song_url, **kwargs)
         except NotALyricsPage as e:
             unreadable[song_url] = str(e)
+            if max_songs and len(unreadable) * 2 > max_songs:
+                raise ArtistBlocked() from None
             return None
 
     genius.lyrics = lyrics  # on the instance, as for `_result_is_lyrics` in `genius_client`
@@ -558,7 +566,7 @@ def fetch_artist(
         adapter = PoliteAdapter(limiter, roots, retries=retries, backoff=backoff, run=run)
         genius._session.mount("http://", adapter)
         genius._session.mount("https://", adapter)
-        unreadable = _note_unreadable_pages(genius)
+        unreadable = _note_unreadable_pages(genius, max_songs)
         artist_id = spec.genius_id
         if artist_id is None:
             found = genius.search_artist(spec.name, max_songs=0, allow_name_change=True)
@@ -572,7 +580,11 @@ def fetch_artist(
                     "error": f"Genius search for {spec.name!r} found {found.name!r} (id {artist_id}); "
                     f"pin the right id in the artists file: {{name: {spec.name}, id: GENIUS_ID}}",
                 }
-        artist = genius.search_artist(spec.name, max_songs=max_songs, sort="popularity", artist_id=artist_id)
+        try:
+            artist = genius.search_artist(spec.name, max_songs=max_songs, sort="popularity", artist_id=artist_id)
+        except ArtistBlocked:
+            placeholders = [{"missing": why} for why in unreadable.values()]
+            return {**base, "status": "failed", "error": _lyrics_failure(placeholders) + "; stopped early"}
         if artist is None:
             return {**base, "status": "failed", "error": f"Genius has no artist with id {artist_id}"}
         songs = []

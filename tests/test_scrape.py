@@ -591,3 +591,15 @@ def test_a_saved_artist_with_mostly_empty_songs_is_scraped_again(fake, tmp_path)
     report = scrape([spec], 4, out, **FAST)
     assert report.results[0].status == "done" and fake.request_count("/web/") == 3
     assert [r["title"] for r in _rows(out)] == ["Voltage", "Alive", "Short Circuit"]
+
+
+@pytest.mark.slow
+def test_a_blocked_artist_stops_once_it_cannot_pass(fake, tmp_path):
+    """Each blocked page costs its retries: once more than half of --max-songs pages were unreadable the artist
+    fails whatever the rest say, so the rest are not fetched."""
+    fake.block_pages("Juniper Vale", status=403)
+    report = scrape(["Juniper Vale"], 4, tmp_path / "ds", retries=1, **FAST)
+    assert report.exit_code == EXIT_ARTISTS_FAILED
+    assert report.failed[0].error.startswith("song pages blocked (HTTP 403) x3: 3 of 3 songs"), report.failed[0].error
+    assert "stopped early" in report.failed[0].error
+    assert fake.request_count("/web/Juniper-vale-") == 3 * 2  # 3 pages x (1 try + 1 retry), not 4
