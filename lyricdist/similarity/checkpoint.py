@@ -46,11 +46,15 @@ def save_similarity_checkpoint(
     artists: list[str],
     song_vectors: torch.Tensor,
     song_artists: torch.Tensor,
+    state: dict[str, torch.Tensor] | None = None,
     **info: Any,
 ) -> Path:
-    """Write the checkpoint directory atomically; song_artists[i] indexes `artists` for song_vectors[i]."""
+    """Write the checkpoint directory atomically; song_artists[i] indexes `artists` for song_vectors[i]. `state`
+    replaces model.state_dict() (the trainer passes its fp32 masters); weights are saved in fp32."""
     path = Path(path)
-    state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+    state = model.state_dict() if state is None else state
+    state = {k: v.detach().to("cpu", torch.float32 if v.is_floating_point() else v.dtype).contiguous().clone()
+             for k, v in state.items()}
     with atomic_dir(path) as tmp:
         save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         save_file(

@@ -76,7 +76,8 @@ class SimilarityTrainConfig:
         log_every: steps between log lines
         seed: model initialisation and shuffling seed
         out_dir: where metrics.jsonl, test_set.json and checkpoints/last go
-        mixed_precision: no, fp16 or bf16
+        mixed_precision: no, fp16 or bf16: the encoder's dtype, kept only where its fused kernel takes it (as in
+            `train`: fp32 master weights, loss scaling for fp16)
         cpu: force CPU even when a GPU is present
     """
 

@@ -35,7 +35,7 @@ class MaLSTM(nn.Module):
         """[batch, time] padded word ids -> [batch, hidden] final hidden state of each text."""
         packed = pack_padded_sequence(self.embedding(ids), lengths.cpu(), batch_first=True, enforce_sorted=False)
         _, (h, _) = run_rnn(self.encoder, packed)  # the fused kernel in the encoder's own dtype, never autocast's fp16
-        return h[-1]
+        return h[-1].float()  # the L1 distance sums every unit: in fp32
 
     @staticmethod
     def similarity(h_a: torch.Tensor, h_b: torch.Tensor) -> torch.Tensor:

@@ -16,6 +16,7 @@ import yaml
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import LyricdistError
+from ..precision import MasterWeights, Precision, choose_precision
 from ..fileio import atomic_write_json, atomic_write_text
 from ..sources import Song
 from ..tracking import Tracker, wandb_mode
@@ -77,19 +78,19 @@ def make_accelerator(cfg: SimilarityConfig):
 
     return Accelerator(
         cpu=cfg.train.cpu,
-        mixed_precision=cfg.train.mixed_precision,
+        mixed_precision="no",  # lyricdist.precision: the encoder keeps its fused kernel in 16 bits too
         log_with="wandb" if wandb_mode(cfg) else None,
         project_config=ProjectConfiguration(project_dir=cfg.train.out_dir),
     )
 
 
 @torch.no_grad()
-def predict(model, loader, acc) -> tuple[torch.Tensor, torch.Tensor]:
+def predict(model, loader, acc, precision: Precision) -> tuple[torch.Tensor, torch.Tensor]:
     was_training = model.training
     model.eval()
     preds, targets = [], []
     for ids_a, len_a, ids_b, len_b, target in loader:
-        with acc.autocast():
+        with precision.autocast(acc.device):
             pred = model(ids_a, len_a, ids_b, len_b).float()
         pred, target = acc.gather_for_metrics((pred, target))
         preds.append(pred.cpu())
@@ -137,7 +138,16 @@ def train(cfg: SimilarityConfig) -> dict:
         weight, found = load_vectors(cfg.model.vectors, vocab, cfg.model.embedding_dim)
         model.set_pretrained(weight, cfg.model.freeze_embeddings)
         acc.print(f"word vectors: {found} of {len(vocab) - 2} words found in {cfg.model.vectors}")
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=t.lr)
+    # The same rule as the generator: a 16-bit encoder computes on its own weights, fp32 masters take the updates.
+    precision = choose_precision(t.mixed_precision, acc.device, "lstm")
+    acc.print(precision.describe())
+    model.to(acc.device)
+    masters = MasterWeights(list(model.encoder.parameters())) if precision.low_precision else None
+    model.encoder.to(precision.rnn_dtype)
+    model.encoder.flatten_parameters()
+    trained = [masters.master_of(p) if masters else p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(trained, lr=t.lr)
+    scaler = torch.amp.GradScaler(acc.device.type, enabled=precision.loss_scaling)
     per_process = max(1, t.batch_size // acc.num_processes)
     train_loader = DataLoader(
         PairDataset(encoded, pairs.train, cfg.model.max_len, t.random_windows),
@@ -164,13 +174,19 @@ def train(cfg: SimilarityConfig) -> dict:
     for epoch in range(1, t.epochs + 1):
         for ids_a, len_a, ids_b, len_b, target in train_loader:
             ids_a, ids_b = drop_words(ids_a, t.word_dropout), drop_words(ids_b, t.word_dropout)
-            with acc.autocast():
+            with precision.autocast(acc.device):
                 pred = model(ids_a, len_a, ids_b, len_b)
             loss = F.mse_loss(pred.float(), target)
-            acc.backward(loss)
+            acc.backward(scaler.scale(loss))
+            if masters:
+                masters.to_masters()
+            scaler.unscale_(optimizer.optimizer)
             if t.grad_clip:
-                acc.clip_grad_norm_(model.parameters(), t.grad_clip)
-            optimizer.step()
+                acc.clip_grad_norm_(trained, t.grad_clip)
+            scaler.step(optimizer.optimizer)
+            scaler.update()
+            if masters:
+                masters.to_model()
             optimizer.zero_grad(set_to_none=True)
             step += 1
             seen += len(target) * acc.num_processes
@@ -179,7 +195,7 @@ def train(cfg: SimilarityConfig) -> dict:
                 tracker.log({"epoch": epoch, "train_loss": acc.reduce(loss.detach(), "mean").item(),
                              "lr": t.lr, "pairs_per_sec": rate}, step)
         if epoch % t.eval_every == 0 or epoch == t.epochs:
-            pred, target = predict(model, test_loader, acc)
+            pred, target = predict(model, test_loader, acc, precision)
             last = {f"test_{k}": v for k, v in pair_metrics(pred.numpy(), target.numpy()).items()}
             tracker.log({"epoch": epoch, "val_loss": last["test_mse"], **last}, step)
             acc.print(
@@ -189,8 +205,10 @@ def train(cfg: SimilarityConfig) -> dict:
                 unwrapped = acc.unwrap_model(model)
                 vectors = encode_texts(unwrapped, vocab, [songs[i].text for i in pairs.train_songs])
                 ids = torch.tensor([artist_id[normalise(songs[i].artist)] for i in pairs.train_songs])
+                full = {k: masters.master_of(v) if masters else v
+                        for k, v in unwrapped.state_dict(keep_vars=True).items()}
                 save_similarity_checkpoint(
-                    out / "checkpoints" / "last", unwrapped, vocab, artists, vectors, ids,
+                    out / "checkpoints" / "last", unwrapped, vocab, artists, vectors, ids, state=full,
                     step=step, epoch=epoch, sources=list(cfg.data.sources), metrics=last,
                 )
             acc.wait_for_everyone()

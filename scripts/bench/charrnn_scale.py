@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_throughput import REPO, measure  # noqa: E402
+from train_throughput import REPO, measure_arms  # noqa: E402
 
 CONFIG = REPO / "configs" / "bollywood-charrnn.yaml"
 
@@ -27,6 +27,7 @@ def main() -> None:
     p.add_argument("--corpus", default="corpus/bollywood", help="a `lyricdist prepare` output of the giitaayan archive")
     p.add_argument("--steps", type=int, default=30, help="timed steps per measurement (extrapolated to an epoch)")
     p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=3, help="runs of each arm, interleaved; the median is reported")
     p.add_argument("--large-batch", type=int, default=1024, help="the large batch measured on a GPU")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--threads", type=int, default=min(os.cpu_count() or 1, 8), help="torch CPU threads")
@@ -51,13 +52,14 @@ def main() -> None:
     meta = json.loads((Path(args.corpus) / "meta.json").read_text())
     chars = meta["splits"]["train"]["chars"]
     print(f"corpus {args.corpus}: {chars:,} train chars, vocab {meta['vocab_size']}; device {where}; "
-          f"{args.steps} timed steps after {args.warmup} warm-up, epoch time extrapolated")
+          f"{args.steps} timed steps after {args.warmup} warm-up, median of {args.repeats} interleaved runs, "
+          f"epoch time extrapolated")
     header = f"{'batch':>5} {'arm':15} {'rnn':4} | {'chars/s':>12} {'ratio':>6} | {'epoch s':>8} | {'peak MB':>8}"
     print(header + "\n" + "-" * len(header))
     rows = []
     for batch in batches:
-        results = {arm: measure(arm, CONFIG, args.corpus, device, batch, 50, args.steps, args.warmup, args.threads)
-                   for arm in arms}
+        results = measure_arms(arms, CONFIG, args.corpus, device, batch, 50, args.steps, args.warmup, args.threads,
+                               args.repeats)
         best_plain = max(r["chars_per_s"] for a, r in results.items() if a.startswith("plain"))
         for arm, r in results.items():
             r.update(batch=batch, arm=arm, ratio=r["chars_per_s"] / best_plain, epoch_s=chars / r["chars_per_s"])

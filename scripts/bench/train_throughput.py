@@ -241,6 +241,17 @@ def measure(arm: str, config: Path, corpus: str, device: str, batch: int, seq_le
     return json.loads(lines[-1][len("RESULT "):])
 
 
+def measure_arms(arms: list[str], config: Path, corpus: str, device: str, batch: int, seq_len: int, steps: int,
+                 warmup: int, threads: int, repeats: int) -> dict[str, dict]:
+    """Each arm `repeats` times, the arms interleaved (a slow spell of a shared machine hits every arm alike); the
+    run with the median chars/s of each arm."""
+    runs: dict[str, list[dict]] = {arm: [] for arm in arms}
+    for _ in range(repeats):
+        for arm in arms:
+            runs[arm].append(measure(arm, config, corpus, device, batch, seq_len, steps, warmup, threads))
+    return {arm: sorted(rs, key=lambda r: r["chars_per_s"])[len(rs) // 2] for arm, rs in runs.items()}
+
+
 def synthetic_corpus(out: Path, chars: int, vocab_size: int = 96, seed: int = 0) -> Path:
     """A prepared corpus of random characters in songs of 800-3,200 characters (1% of the songs held out)."""
     from lyricdist.fileio import atomic_write_json
@@ -329,12 +340,8 @@ def main() -> None:
     rows = []
     for name in regimes:
         preset, batch, seq_len = REGIMES[name]
-        runs: dict[str, list[dict]] = {arm: [] for arm in arms}
-        for _ in range(args.repeats):  # interleaved, so a slow spell of a shared machine hits every arm alike
-            for arm in arms:
-                runs[arm].append(measure(arm, PRESETS[preset], args.corpus, args.device, batch, seq_len, args.steps,
-                                         args.warmup, args.threads))
-        results = {arm: sorted(rs, key=lambda r: r["chars_per_s"])[len(rs) // 2] for arm, rs in runs.items()}
+        results = measure_arms(arms, PRESETS[preset], args.corpus, args.device, batch, seq_len, args.steps,
+                               args.warmup, args.threads, args.repeats)
         plain = {a: r for a, r in results.items() if a.startswith("plain")}
         best_plain = max(r["chars_per_s"] for r in plain.values())
         for arm, r in results.items():
