@@ -203,11 +203,17 @@ class MasterWeights:
         self.model_params = list(model_params)
         self.masters = [nn.Parameter(p.detach().float().clone()) for p in self.model_params]
         self._by_id = {id(p): m for p, m in zip(self.model_params, self.masters)}
+        self._grads: list[torch.Tensor | None] = [None] * len(self.masters)
 
     @torch.no_grad()
     def to_masters(self) -> None:
-        for p, m in zip(self.model_params, self.masters):
-            m.grad = None if p.grad is None else p.grad.float()
+        for i, (p, m) in enumerate(zip(self.model_params, self.masters)):
+            if p.grad is None:
+                m.grad = None
+                continue
+            if self._grads[i] is None:  # fp32 gradient buffers kept across steps: no allocation per step
+                self._grads[i] = torch.empty_like(m)
+            m.grad = self._grads[i].copy_(p.grad)
             p.grad = None
 
     @torch.no_grad()
