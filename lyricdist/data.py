@@ -164,35 +164,40 @@ class _ChunkTable:
             "artist": torch.from_numpy(np.ascontiguousarray(artist[lo:hi].T.astype(art_dtype))),
         }
         self.tables = self.host
+        self.nbytes = sum(t.numel() * t.element_size() for t in self.host.values())
         self.device = torch.device("cpu")
+        self.resident = True  # the tables are where the steps run: a step is a slice
         self.placement = "host memory (the device is the CPU)"
         self._next: tuple[int, dict] | None = None
         self._stream = None
 
-    @property
-    def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in self.host.values())
-
     def to(self, device: torch.device, max_device_fraction: float = 0.5) -> "_ChunkTable":
-        self.device = device = torch.device(device)
+        device = torch.device(device)
+        if self.host is None:  # placed before: the host copy was dropped
+            self.host = {k: v.cpu() for k, v in self.tables.items()}
+        if device.type == "cuda" and device.index is None:  # accelerate's single-GPU device is plain "cuda"
+            device = torch.device("cuda", torch.cuda.current_device())
+        self.device, self._next, self._stream = device, None, None
         if device.type == "cpu":
+            self.tables, self.resident = self.host, True
             return self
         free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else float("inf")
         if self.nbytes <= max_device_fraction * free:
-            self.tables = {k: v.to(device) for k, v in self.host.items()}
+            self.tables, self.resident = {k: v.to(device) for k, v in self.host.items()}, True
             self.placement = f"{device} memory ({self.nbytes / 2**20:,.1f} MiB, built once)"
         else:
-            self.tables = {k: v.pin_memory() for k, v in self.host.items()}
+            self.tables, self.resident = {k: v.pin_memory() for k, v in self.host.items()}, False
             self._stream = torch.cuda.Stream(device) if device.type == "cuda" else None
             self.placement = (f"pinned host memory ({self.nbytes / 2**20:,.1f} MiB > {max_device_fraction:.0%} of "
                               f"free device memory), next chunk prefetched")
+        self.host = None  # the tables are elsewhere now: no second copy in host memory
         return self
 
     def _copy(self, c: int) -> dict:
         return {k: v[c].to(self.device, non_blocking=True) for k, v in self.tables.items()}
 
     def __getitem__(self, c: int) -> dict:
-        if self.device.type == "cpu" or self.tables["x"].device == self.device:
+        if self.resident:
             return {k: v[c] for k, v in self.tables.items()}
         if self._next is not None and self._next[0] == c:
             cur = self._next[1]
@@ -304,6 +309,7 @@ class EvalStreams:
         self.streams = np.arange(rank * per_rank, (rank + 1) * per_rank, dtype=np.int64)
         n_streams = per_rank * world_size
         self.table = _ChunkTable(self.layout, tokens, n_streams, self.stream_len, rank * per_rank, (rank + 1) * per_rank)
+        self.chunk_targets = [int(n) for n in self.table.n_targets]
 
     def __len__(self) -> int:
         return self.num_chunks
@@ -315,4 +321,4 @@ class EvalStreams:
 
     def batch(self, chunk: int) -> Batch:
         t = self.table[chunk]
-        return Batch(t["x"], t["y"], t["reset"], t["artist"], int(self.table.n_targets[chunk]))
+        return Batch(t["x"], t["y"], t["reset"], t["artist"], self.chunk_targets[chunk])

@@ -175,9 +175,6 @@ def choose_precision(mixed_precision: str, device: torch.device, cell: str = "ls
                 note = "fell back: " + "; ".join(rejected)
             if not fused:
                 note = (note + "; " if note else "") + "no fused RNN kernel even in fp32 on this stack"
-            if name == "fp32" and device.type == "cuda":
-                torch.backends.cuda.matmul.allow_tf32 = True  # fp32 weights, TF32 tensor-core math
-                torch.backends.cudnn.allow_tf32 = True
             return Precision(requested, DTYPES[name], kernel, fused, note)
         rejected.append(f"{name} RNN is not fused here ({kernel})")
     raise AssertionError("unreachable: fp32 is always a candidate")

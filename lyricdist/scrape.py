@@ -57,6 +57,7 @@ ROOT_ENVS = {  # env var -> (lyricsgenius Sender attribute, default)
 }
 EXCLUDED_TERMS = ["(Remix)", "(Live)"]  # on top of lyricsgenius's defaults (tracklist, skit, ...)
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+PAGE_GONE = frozenset({404, 410})
 MAX_RETRY_AFTER = 300.0  # seconds; a longer Retry-After is cut short (retrying early then costs one attempt)
 LYRICS_PAGE_MARKERS = (b"data-lyrics-container", b"__PRELOADED_STATE__")  # where lyricsgenius finds lyrics
 LIMITER_NAME = "lyricdist-genius-rate-limiter"
@@ -395,6 +396,8 @@ def _retry_after(response: requests.Response) -> float:
 
 def _page_problem(response: requests.Response) -> str | None:
     """Why a song page answer is not a lyrics page: a blocked client gets 403 or a challenge page with 200."""
+    if response.status_code in PAGE_GONE:
+        return f"song page gone (HTTP {response.status_code})"
     if response.status_code >= 400:
         return f"song pages blocked (HTTP {response.status_code})"
     if response.status_code == 200 and not any(m in response.content for m in LYRICS_PAGE_MARKERS):
@@ -448,6 +451,9 @@ class PoliteAdapter(HTTPAdapter):
                         if is_page and response.status_code == 200:
                             self.limiter.song_fetched.remote(self.run)
                         return response
+                    if response.status_code in PAGE_GONE:  # a deleted page: no retry brings it back
+                        response.close()
+                        raise NotALyricsPage(page_problem)
                 response.close()
             if attempt >= self.retries:
                 if page_problem:

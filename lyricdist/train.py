@@ -70,7 +70,8 @@ def token_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 def make_optimizer(params: list[torch.nn.Parameter], t: TrainConfig) -> torch.optim.Optimizer:
-    # On CUDA, Adam's fused kernel: one launch for all tensors, and loss scaling without a host sync per step.
+    # On CUDA the fused kernels: one launch for all tensors, and loss scaling without a host sync per step
+    # (RMSprop has none: under fp16 its GradScaler step reads the inf check on the host).
     fused = {"fused": True} if params and all(p.device.type == "cuda" for p in params) else {}
     if t.optimizer == "adam":
         return torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay, **fused)
@@ -78,7 +79,7 @@ def make_optimizer(params: list[torch.nn.Parameter], t: TrainConfig) -> torch.op
         return torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay, **fused)
     if t.optimizer == "rmsprop":  # char-rnn's optim.rmsprop: decay 0.95
         return torch.optim.RMSprop(params, lr=t.lr, alpha=0.95, eps=1e-8, weight_decay=t.weight_decay)
-    return torch.optim.SGD(params, lr=t.lr, momentum=0.9, weight_decay=t.weight_decay)
+    return torch.optim.SGD(params, lr=t.lr, momentum=0.9, weight_decay=t.weight_decay, **fused)
 
 
 def make_accelerator(cfg: RunConfig):
@@ -143,6 +144,8 @@ class Trainer:
         acc.print(f"batches: {self.batches.placement}; {self.batches.summary()}")
         self.precision = choose_precision(t.mixed_precision, acc.device, cfg.model.cell)
         acc.print(self.precision.describe())
+        if acc.device.type == "cuda" and not self.precision.low_precision:  # fp32 weights, TF32 tensor-core math
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
 
         set_seed(t.seed)
         num_artists = len(corpus.artists) if cfg.model.artist_embedding_dim else 0
@@ -241,15 +244,18 @@ class Trainer:
             ) from None
         self.step = int(info["step"])
         self.best_val = float("inf") if info.get("best_val_loss") is None else float(info["best_val_loss"])
-        if (state_dir / RNN_FP32_FILE).is_file():
-            full = load_file(str(state_dir / RNN_FP32_FILE))
-            rnn = self.acc.unwrap_model(self.model).rnn
-            with torch.no_grad():
-                for name, p in rnn.named_parameters():
-                    (self.masters.master_of(p) if self.masters else p).copy_(full[f"rnn.{name}"])
-            if self.masters:
-                self.masters.to_model()
-            rnn.flatten_parameters()
+        rnn = self.acc.unwrap_model(self.model).rnn
+        full = {}
+        for name in (RNN_FP32_FILE, "model.safetensors"):  # states written before RNN_FP32_FILE hold fp32 models
+            if not full and (state_dir / name).is_file():
+                full = {k: v for k, v in load_file(str(state_dir / name)).items() if k.startswith("rnn.")}
+        with torch.no_grad():
+            for name, p in rnn.named_parameters():
+                target = self.masters.master_of(p) if self.masters else p
+                target.copy_(full.get(f"rnn.{name}", p))  # never leave a master at its fresh initialisation
+        if self.masters:
+            self.masters.to_model()
+        rnn.flatten_parameters()
         if info.get("grad_scaler") and self.scaler.is_enabled():
             self.scaler.load_state_dict(info["grad_scaler"])
         # Hidden states of all saved processes, re-split for this world size (streams are global).

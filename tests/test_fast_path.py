@@ -173,3 +173,21 @@ def test_fp16_path_scales_the_loss_and_updates_fp32_masters(demo_corpus, tmp_pat
     rows = [__import__("json").loads(l) for l in (tmp_path / "fp16" / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["train_loss"] < rows[0]["train_loss"]
     assert rows[-1]["val_loss"] == pytest.approx(ref["val_loss"], abs=0.05)  # fp16 training tracks fp32
+
+
+def test_resume_from_a_state_without_fp32_rnn_weights_keeps_the_trained_weights(demo_corpus, tmp_path):
+    """States written before rnn_fp32.safetensors existed: the masters come from the saved model, never from a
+    fresh initialisation that the first step would then write over the trained weights."""
+    from lyricdist.train import RNN_FP32_FILE
+
+    if not choose_precision("bf16", CPU).low_precision:
+        pytest.skip("no fused bf16 RNN on this CPU stack")
+    args = ["--train.mixed_precision=bf16", "--train.save_every=4", "--train.eval_every=4"]
+    train(tiny_config(demo_corpus, tmp_path / "run", *QUIET, *args, "--train.max_steps=4"))
+    (tmp_path / "run" / "state" / RNN_FP32_FILE).unlink()
+    saved = load_file(str(tmp_path / "run" / "state" / "model.safetensors"))
+    trainer = Trainer(tiny_config(demo_corpus, tmp_path / "run", *QUIET, *args, "--train.max_steps=8"), resume=True)
+    rnn = trainer.acc.unwrap_model(trainer.model).rnn
+    for (name, p), m in zip(rnn.named_parameters(), trainer.masters.masters):
+        assert torch.equal(m, saved[f"rnn.{name}"].float()), f"master of rnn.{name} is not the saved weight"
+        assert torch.equal(p, saved[f"rnn.{name}"].to(p.dtype))

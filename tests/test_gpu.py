@@ -21,7 +21,7 @@ def test_cudnn_rnn_is_fused_on_its_own_weights(demo_corpus, tmp_path, request_):
         trainer = Trainer(tiny_config(demo_corpus, tmp_path / f"{seq_len}", *GPU, f"--train.seq_len={seq_len}",
                                       f"--train.mixed_precision={request_}"))
         assert trainer.acc.device.type == "cuda" and trainer.precision.fused, trainer.precision.describe()
-        assert trainer.batches.table.tables["x"].device.type == "cuda"
+        assert trainer.batches.table.tables["x"].device.type == "cuda" and trainer.batches.table.resident
         trainer.train_step()
         with OpCounter() as c:
             trainer.train_step()

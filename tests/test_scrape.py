@@ -603,3 +603,15 @@ def test_a_blocked_artist_stops_once_it_cannot_pass(fake, tmp_path):
     assert report.failed[0].error.startswith("song pages blocked (HTTP 403) x3: 3 of 3 songs"), report.failed[0].error
     assert "stopped early" in report.failed[0].error
     assert fake.request_count("/web/Juniper-vale-") == 3 * 2  # 3 pages x (1 try + 1 retry), not 4
+
+
+@pytest.mark.slow
+def test_a_deleted_song_page_is_not_retried(fake, tmp_path):
+    """404/410: no retry brings a deleted page back; the song is left out as "page gone", not as blocked."""
+    fake.block_pages("Juniper Vale", status=404, titles={"Paper Boats"})
+    out = tmp_path / "ds"
+    report = scrape(["Juniper Vale"], 20, out, retries=3, **FAST)
+    assert report.exit_code == 0, report.results
+    assert fake.request_count("/web/Juniper-vale-paper-boats") == 1
+    record = json.loads(next((out / "raw").iterdir()).read_text())
+    assert {s["title"]: s.get("missing") for s in record["songs"]}["Paper Boats"] == "song page gone (HTTP 404)"

@@ -146,7 +146,7 @@ def train(cfg: SimilarityConfig) -> dict:
     model.encoder.to(precision.rnn_dtype)
     model.encoder.flatten_parameters()
     trained = [masters.master_of(p) if masters else p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(trained, lr=t.lr)
+    optimizer = torch.optim.Adam(trained, lr=t.lr, **({"fused": True} if acc.device.type == "cuda" else {}))
     scaler = torch.amp.GradScaler(acc.device.type, enabled=precision.loss_scaling)
     per_process = max(1, t.batch_size // acc.num_processes)
     train_loader = DataLoader(
