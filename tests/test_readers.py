@@ -88,7 +88,7 @@ def test_loads_while_a_writer_keeps_swapping_see_one_complete_save(tmp_path, kin
     saver.start()
     steps, deadline = [], time.monotonic() + 20
     try:
-        while len(steps) < 300 and time.monotonic() < deadline:
+        while (len(steps) < 300 or len(set(steps)) < 5) and time.monotonic() < deadline:  # 5 saves, however slow
             step, tensors = load()
             values = {float(v) for t in tensors for v in (t.detach().flatten()[0], t.detach().flatten()[-1])}
             assert values == {float(step)}, f"load {len(steps)}: weights and config.json come from different saves"
