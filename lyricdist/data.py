@@ -13,7 +13,6 @@ songs are masked out of the loss: each song scores the prediction of its charact
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -157,14 +156,13 @@ class _ChunkTable:
         reset[:, 0] = True  # each epoch starts every stream from a zero state
         artist = artist.reshape(n_streams, C)
         art_dtype = _smallest_int(int(artist.max()) if artist.size else 0, signed=False)
-        self.host = {
+        self.tables = {
             "x": torch.from_numpy(np.ascontiguousarray(x[lo:hi].transpose(1, 0, 2))),
             "y": torch.from_numpy(np.ascontiguousarray(y[lo:hi].transpose(1, 0, 2))),
             "reset": torch.from_numpy(np.ascontiguousarray(reset[lo:hi].T)),
             "artist": torch.from_numpy(np.ascontiguousarray(artist[lo:hi].T.astype(art_dtype))),
         }
-        self.tables = self.host
-        self.nbytes = sum(t.numel() * t.element_size() for t in self.host.values())
+        self.nbytes = sum(t.numel() * t.element_size() for t in self.tables.values())
         self.device = torch.device("cpu")
         self.resident = True  # the tables are where the steps run: a step is a slice
         self.placement = "host memory (the device is the CPU)"
@@ -173,24 +171,21 @@ class _ChunkTable:
 
     def to(self, device: torch.device, max_device_fraction: float = 0.5) -> "_ChunkTable":
         device = torch.device(device)
-        if self.host is None:  # placed before: the host copy was dropped
-            self.host = {k: v.cpu() for k, v in self.tables.items()}
         if device.type == "cuda" and device.index is None:  # accelerate's single-GPU device is plain "cuda"
             device = torch.device("cuda", torch.cuda.current_device())
+        host = {k: v.cpu() for k, v in self.tables.items()}  # no copy where they already are; one copy only
         self.device, self._next, self._stream = device, None, None
         if device.type == "cpu":
-            self.tables, self.resident = self.host, True
-            return self
-        free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else float("inf")
-        if self.nbytes <= max_device_fraction * free:
-            self.tables, self.resident = {k: v.to(device) for k, v in self.host.items()}, True
+            self.tables, self.resident = host, True
+            self.placement = "host memory (the device is the CPU)"
+        elif device.type != "cuda" or self.nbytes <= max_device_fraction * torch.cuda.mem_get_info(device)[0]:
+            self.tables, self.resident = {k: v.to(device) for k, v in host.items()}, True
             self.placement = f"{device} memory ({self.nbytes / 2**20:,.1f} MiB, built once)"
         else:
-            self.tables, self.resident = {k: v.pin_memory() for k, v in self.host.items()}, False
-            self._stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+            self.tables, self.resident = {k: v.pin_memory() for k, v in host.items()}, False
+            self._stream = torch.cuda.Stream(device)
             self.placement = (f"pinned host memory ({self.nbytes / 2**20:,.1f} MiB > {max_device_fraction:.0%} of "
                               f"free device memory), next chunk prefetched")
-        self.host = None  # the tables are elsewhere now: no second copy in host memory
         return self
 
     def _copy(self, c: int) -> dict:
@@ -201,15 +196,13 @@ class _ChunkTable:
             return {k: v[c] for k, v in self.tables.items()}
         if self._next is not None and self._next[0] == c:
             cur = self._next[1]
-            if self._stream is not None:
-                torch.cuda.current_stream(self.device).wait_stream(self._stream)
-                for t in cur.values():
-                    t.record_stream(torch.cuda.current_stream(self.device))
+            torch.cuda.current_stream(self.device).wait_stream(self._stream)
+            for t in cur.values():
+                t.record_stream(torch.cuda.current_stream(self.device))
         else:
             cur = self._copy(c)
         nxt = (c + 1) % self.tables["x"].shape[0]
-        ctx = torch.cuda.stream(self._stream) if self._stream is not None else contextlib.nullcontext()
-        with ctx:
+        with torch.cuda.stream(self._stream):  # copied while the current step runs
             self._next = (nxt, self._copy(nxt))
         return cur
 
@@ -309,7 +302,6 @@ class EvalStreams:
         self.streams = np.arange(rank * per_rank, (rank + 1) * per_rank, dtype=np.int64)
         n_streams = per_rank * world_size
         self.table = _ChunkTable(self.layout, tokens, n_streams, self.stream_len, rank * per_rank, (rank + 1) * per_rank)
-        self.chunk_targets = [int(n) for n in self.table.n_targets]
 
     def __len__(self) -> int:
         return self.num_chunks
@@ -321,4 +313,4 @@ class EvalStreams:
 
     def batch(self, chunk: int) -> Batch:
         t = self.table[chunk]
-        return Batch(t["x"], t["y"], t["reset"], t["artist"], self.chunk_targets[chunk])
+        return Batch(t["x"], t["y"], t["reset"], t["artist"])  # evaluation divides by the split's n_targets

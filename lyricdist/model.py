@@ -100,7 +100,7 @@ class CharRNN(nn.Module):
     def _one_hot_table(self, device: torch.device) -> torch.Tensor:
         """The identity [V, V] in the RNN's dtype, built once per (size, dtype, device); not a parameter or buffer, so
         it is never saved, broadcast by DDP or updated."""
-        dtype = self.rnn.weight_hh_l0.dtype
+        dtype = self.rnn.weight_hh_l0.dtype  # the RNN's compute dtype (lyricdist.precision)
         t = self._eye
         if t is None or t.shape[0] != self.vocab_size or t.dtype != dtype or t.device != device:
             t = self._eye = torch.eye(self.vocab_size, dtype=dtype, device=device)
@@ -133,15 +133,6 @@ class CharRNN(nn.Module):
         if not torch.is_autocast_enabled(out.device.type):
             out = out.to(self.head.weight.dtype)
         return out, new_state
-
-    @property
-    def rnn_dtype(self) -> torch.dtype:
-        return self.rnn.weight_hh_l0.dtype
-
-    def set_rnn_dtype(self, dtype: torch.dtype) -> None:
-        """Keep the recurrent weights in `dtype` (flattened for cuDNN); everything else stays as it is."""
-        self.rnn.to(dtype)
-        self.rnn.flatten_parameters()
 
     def zero_state(self, batch: int, device=None, dtype=None) -> State:
         shape = (self.cfg.num_layers, batch, self.cfg.hidden_size)

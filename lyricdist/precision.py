@@ -104,7 +104,6 @@ class Precision:
     """The dtypes of one run. rnn_dtype: the recurrent layers' weights and compute; autocast_dtype: everything else
     (None = fp32); loss scaling whenever the RNN computes in fp16."""
 
-    requested: str  # no | bf16 | fp16 (after resolving auto)
     rnn_dtype: torch.dtype
     kernel: str  # the RNN kernel the start-up check saw, e.g. aten._cudnn_rnn
     fused: bool
@@ -175,17 +174,58 @@ def choose_precision(mixed_precision: str, device: torch.device, cell: str = "ls
                 note = "fell back: " + "; ".join(rejected)
             if not fused:
                 note = (note + "; " if note else "") + "no fused RNN kernel even in fp32 on this stack"
-            return Precision(requested, DTYPES[name], kernel, fused, note)
+            return Precision(DTYPES[name], kernel, fused, note)
         rejected.append(f"{name} RNN is not fused here ({kernel})")
     raise AssertionError("unreachable: fp32 is always a candidate")
+
+
+def cast_rnn(rnn: nn.RNNBase, dtype: torch.dtype) -> None:
+    """Keep the recurrent weights in `dtype`, flattened for cuDNN (same Parameter objects, new storage)."""
+    rnn.to(dtype)
+    rnn.flatten_parameters()
 
 
 def use_for_inference(model, device: str | torch.device, mixed_precision: str = "auto") -> Precision:
     """Sampling and evaluation follow the training rule: the RNN's weights become the dtype whose fused kernel
     runs here (no masters needed without an optimizer); the head stays fp32."""
     precision = choose_precision(mixed_precision, torch.device(device), model.cfg.cell)
-    model.set_rnn_dtype(precision.rnn_dtype)
+    cast_rnn(model.rnn, precision.rnn_dtype)
     return precision
+
+
+def masters_for(rnn: nn.RNNBase, precision: Precision) -> "MasterWeights | None":
+    """Set a trainer's RNN up for `precision`: fp32 masters of its weights if it computes in 16 bits (taken
+    before the cast), then its own weights in the compute dtype."""
+    masters = MasterWeights(list(rnn.parameters())) if precision.low_precision else None
+    cast_rnn(rnn, precision.rnn_dtype)
+    return masters
+
+
+def trained_params(params, masters: "MasterWeights | None") -> list[torch.Tensor]:
+    """What the optimizer updates, in the model's parameter order: the masters in place of 16-bit RNN weights."""
+    return [masters.master_of(p) if masters else p for p in params]
+
+
+def full_precision_state(module: nn.Module, masters: "MasterWeights | None") -> dict[str, torch.Tensor]:
+    """`module`'s state dict with the RNN's fp32 masters in place of its 16-bit compute weights."""
+    state = module.state_dict(keep_vars=True)
+    return {k: (masters.master_of(v) if masters else v).detach() for k, v in state.items()}
+
+
+def optimizer_step(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+                   masters: "MasterWeights | None", clip):
+    """One update after backward: gradients onto the masters, unscaled, clipped (`clip()` returns the norm), the
+    step (skipped by the scaler on an overflow), then the masters back into the RNN. `optimizer` is the torch
+    optimizer itself (a fused one takes the scaler's sync-free path)."""
+    if masters:
+        masters.to_masters()
+    scaler.unscale_(optimizer)
+    norm = clip()
+    scaler.step(optimizer)
+    scaler.update()
+    if masters:
+        masters.to_model()
+    return norm
 
 
 class MasterWeights:

@@ -31,7 +31,7 @@ from .data import IGNORE_INDEX, Corpus, EvalStreams, StreamBatches
 from .errors import LyricdistError
 from .fileio import atomic_write_json, atomic_write_text, recover_dir, replace_dir
 from .model import CharRNN, detach_state
-from .precision import MasterWeights, choose_precision
+from .precision import choose_precision, full_precision_state, masters_for, optimizer_step, trained_params
 from .sample import generate
 from .tracking import Tracker
 
@@ -157,10 +157,8 @@ class Trainer:
             self.init_info = init_from_checkpoint(model, self.vocab, t.init_from, artists=corpus.artists)
             acc.print(f"initialised from {t.init_from}: {self.init_info}")
         model.to(acc.device)
-        # A 16-bit RNN keeps fp32 masters for the optimizer; its own weights become the compute dtype (flattened).
-        self.masters = MasterWeights(list(model.rnn.parameters())) if self.precision.low_precision else None
-        model.set_rnn_dtype(self.precision.rnn_dtype)
-        self.optim_params = [self.masters.master_of(p) if self.masters else p for p in model.parameters()]
+        self.masters = masters_for(model.rnn, self.precision)
+        self.optim_params = trained_params(model.parameters(), self.masters)
         optimizer = make_optimizer(self.optim_params, t)
         cpe = self.batches.chunks_per_epoch
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, t, cpe))
@@ -211,7 +209,7 @@ class Trainer:
         if acc.is_main_process:
             # The RNN's weights at full precision (its fp32 masters when it computes in 16 bits): resuming under
             # another precision, or from a 16-bit run, loses nothing.
-            rnn_state = {k: v for k, v in self.full_precision_state().items() if k.startswith("rnn.")}
+            rnn_state = {k: v for k, v in full_precision_state(self.acc.unwrap_model(self.model), self.masters).items() if k.startswith("rnn.")}
             save_file({k: v.detach().cpu().contiguous() for k, v in rnn_state.items()}, str(tmp / RNN_FP32_FILE))
             atomic_write_json(
                 tmp / "trainer_state.json",
@@ -354,16 +352,10 @@ class Trainer:
             new_states.append(detach_state(new_st))
             nll_total += nll_sum.detach()
         self.state = tuple(torch.cat(parts, dim=1) for parts in zip(*new_states))
-        if self.masters:
-            self.masters.to_masters()
-        inner = self.optimizer.optimizer  # the scaler's sync-free path needs the (fused) optimizer itself
-        self.scaler.unscale_(inner)
-        grad_norm = acc.clip_grad_norm_(self.optim_params, t.grad_clip if t.grad_clip > 0 else float("inf"))
         self.lr = self.scheduler.get_last_lr()[0]  # the rate this update uses
-        self.scaler.step(inner)
-        self.scaler.update()
-        if self.masters:
-            self.masters.to_model()
+        max_norm = t.grad_clip if t.grad_clip > 0 else float("inf")
+        grad_norm = optimizer_step(self.optimizer.optimizer, self.scaler, self.masters,
+                                   lambda: acc.clip_grad_norm_(self.optim_params, max_norm))
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
@@ -505,18 +497,12 @@ class Trainer:
             {"step": self.step, "val_loss": val},
         )
 
-    def full_precision_state(self) -> dict[str, torch.Tensor]:
-        """The model's state dict with the RNN's fp32 masters in place of its 16-bit compute weights."""
-        model = self.acc.unwrap_model(self.model)
-        state = model.state_dict(keep_vars=True)
-        return {k: (self.masters.master_of(v) if self.masters else v).detach() for k, v in state.items()}
-
     def _save_portable(self, name: str, metrics: dict) -> None:
         save_checkpoint(
             self.out / "checkpoints" / name,
             self.acc.unwrap_model(self.model),
             self.vocab,
-            state=self.full_precision_state(),
+            state=full_precision_state(self.acc.unwrap_model(self.model), self.masters),
             artists=self.corpus.artists,
             step=self.step,
             val_loss=metrics.get("val_loss"),

@@ -161,7 +161,7 @@ def test_fp16_path_scales_the_loss_and_updates_fp32_masters(demo_corpus, tmp_pat
     import lyricdist.train as train_module
     from lyricdist.precision import Precision
 
-    forced = Precision("fp16", torch.float16, "forced for the test", True)
+    forced = Precision(torch.float16, "forced for the test", True)
     monkeypatch.setattr(train_module, "choose_precision", lambda *a, **k: forced)
     args = ["--train.max_steps=30", "--train.eval_every=30", "--train.log_every=10", "--train.lr=0.02"]
     trainer = _trainer(demo_corpus, tmp_path / "fp16", *args)
@@ -191,3 +191,19 @@ def test_resume_from_a_state_without_fp32_rnn_weights_keeps_the_trained_weights(
     for (name, p), m in zip(rnn.named_parameters(), trainer.masters.masters):
         assert torch.equal(m, saved[f"rnn.{name}"].float()), f"master of rnn.{name} is not the saved weight"
         assert torch.equal(p, saved[f"rnn.{name}"].to(p.dtype))
+
+
+@pytest.mark.parametrize("request_", ["no", "bf16"])
+def test_sampling_follows_the_training_precision_rule(demo_corpus, tmp_path, request_):
+    """`sample` and `collab` load a checkpoint and run its RNN in the dtype the training rule picks, fused."""
+    from lyricdist.checkpoint import load_checkpoint
+    from lyricdist.precision import use_for_inference
+    from lyricdist.sample import generate
+
+    train(tiny_config(demo_corpus, tmp_path / "run", *QUIET, "--train.max_steps=2", "--train.eval_every=2"))
+    model, _, _ = load_checkpoint(tmp_path / "run")
+    precision = use_for_inference(model, "cpu", request_)
+    assert model.rnn.weight_hh_l0.dtype == precision.rnn_dtype == choose_precision(request_, CPU).rnn_dtype
+    with OpCounter() as c:
+        out = generate(model, [1, 2, 3], 5, [1.0], generator=torch.Generator().manual_seed(0))
+    assert len(out[0]) == 5 and any("rnn" in k for k in c.rnn_kernels()), c.rnn_kernels()

@@ -16,7 +16,8 @@ import yaml
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import LyricdistError
-from ..precision import MasterWeights, Precision, choose_precision
+from ..precision import (Precision, choose_precision, full_precision_state, masters_for, optimizer_step,
+                         trained_params)
 from ..fileio import atomic_write_json, atomic_write_text
 from ..sources import Song
 from ..tracking import Tracker, wandb_mode
@@ -142,10 +143,8 @@ def train(cfg: SimilarityConfig) -> dict:
     precision = choose_precision(t.mixed_precision, acc.device, "lstm")
     acc.print(precision.describe())
     model.to(acc.device)
-    masters = MasterWeights(list(model.encoder.parameters())) if precision.low_precision else None
-    model.encoder.to(precision.rnn_dtype)
-    model.encoder.flatten_parameters()
-    trained = [masters.master_of(p) if masters else p for p in model.parameters() if p.requires_grad]
+    masters = masters_for(model.encoder, precision)
+    trained = trained_params([p for p in model.parameters() if p.requires_grad], masters)
     optimizer = torch.optim.Adam(trained, lr=t.lr, **({"fused": True} if acc.device.type == "cuda" else {}))
     scaler = torch.amp.GradScaler(acc.device.type, enabled=precision.loss_scaling)
     per_process = max(1, t.batch_size // acc.num_processes)
@@ -178,15 +177,8 @@ def train(cfg: SimilarityConfig) -> dict:
                 pred = model(ids_a, len_a, ids_b, len_b)
             loss = F.mse_loss(pred.float(), target)
             acc.backward(scaler.scale(loss))
-            if masters:
-                masters.to_masters()
-            scaler.unscale_(optimizer.optimizer)
-            if t.grad_clip:
-                acc.clip_grad_norm_(trained, t.grad_clip)
-            scaler.step(optimizer.optimizer)
-            scaler.update()
-            if masters:
-                masters.to_model()
+            optimizer_step(optimizer.optimizer, scaler, masters,
+                           lambda: acc.clip_grad_norm_(trained, t.grad_clip) if t.grad_clip else None)
             optimizer.zero_grad(set_to_none=True)
             step += 1
             seen += len(target) * acc.num_processes
@@ -205,10 +197,9 @@ def train(cfg: SimilarityConfig) -> dict:
                 unwrapped = acc.unwrap_model(model)
                 vectors = encode_texts(unwrapped, vocab, [songs[i].text for i in pairs.train_songs])
                 ids = torch.tensor([artist_id[normalise(songs[i].artist)] for i in pairs.train_songs])
-                full = {k: masters.master_of(v) if masters else v
-                        for k, v in unwrapped.state_dict(keep_vars=True).items()}
                 save_similarity_checkpoint(
-                    out / "checkpoints" / "last", unwrapped, vocab, artists, vectors, ids, state=full,
+                    out / "checkpoints" / "last", unwrapped, vocab, artists, vectors, ids,
+                    state=full_precision_state(unwrapped, masters),
                     step=step, epoch=epoch, sources=list(cfg.data.sources), metrics=last,
                 )
             acc.wait_for_everyone()
