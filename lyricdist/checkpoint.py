@@ -19,6 +19,13 @@ from .vocab import Vocab
 CHECKPOINT_FORMAT = "lyricdist-checkpoint"
 
 
+def portable_state(model: torch.nn.Module, state: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """`state` (default: the model's) as CPU tensors, floating point in fp32: what a checkpoint file holds."""
+    state = model.state_dict() if state is None else state
+    return {k: v.detach().to("cpu", torch.float32 if v.is_floating_point() else v.dtype).contiguous().clone()
+            for k, v in state.items()}
+
+
 def save_checkpoint(
     path: str | Path,
     model: CharRNN,
@@ -31,9 +38,7 @@ def save_checkpoint(
 
     `state` replaces model.state_dict() (a trainer passes its fp32 master weights); weights are saved in fp32."""
     path = Path(path)
-    state = model.state_dict() if state is None else state
-    state = {k: v.detach().to("cpu", torch.float32 if v.is_floating_point() else v.dtype).contiguous().clone()
-             for k, v in state.items()}
+    state = portable_state(model, state)
     with atomic_dir(path) as tmp:
         save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         atomic_write_json(tmp / "vocab.json", vocab.to_json())

@@ -12,6 +12,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load, save_file
 
+from ..checkpoint import portable_state
 from ..errors import LyricdistError
 from ..fileio import atomic_dir, atomic_write_json, read_dir_snapshot, readable_dir
 from .config import SimilarityModelConfig
@@ -52,9 +53,7 @@ def save_similarity_checkpoint(
     """Write the checkpoint directory atomically; song_artists[i] indexes `artists` for song_vectors[i]. `state`
     replaces model.state_dict() (the trainer passes its fp32 masters); weights are saved in fp32."""
     path = Path(path)
-    state = model.state_dict() if state is None else state
-    state = {k: v.detach().to("cpu", torch.float32 if v.is_floating_point() else v.dtype).contiguous().clone()
-             for k, v in state.items()}
+    state = portable_state(model, state)
     with atomic_dir(path) as tmp:
         save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         save_file(
