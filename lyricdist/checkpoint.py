@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from safetensors import SafetensorError
@@ -54,6 +55,28 @@ def save_checkpoint(
             },
         )
     return path
+
+
+class BestAndLast:
+    """The checkpoint policy of both trainers: OUT_DIR/checkpoints/last at every evaluation, .../best whenever the
+    validation metric improves (lower is better; None, e.g. no validation split, never makes a `best`)."""
+
+    def __init__(self, out_dir: Path, best: float | None = None):
+        self.root = Path(out_dir) / "checkpoints"
+        self.best = math.inf if best is None else best
+
+    def update(self, metric: float | None, write: Callable[[Path], Any]) -> list[str]:
+        """Write `last` (and `best` if improved) with `write(dir)`; returns the artifact aliases to log."""
+        write(self.root / "last")
+        if metric is None or not metric < self.best:
+            return ["latest"]
+        self.best = metric
+        write(self.root / "best")
+        return ["latest", "best"]
+
+    @property
+    def best_or_none(self) -> float | None:
+        return None if math.isinf(self.best) else self.best
 
 
 def _locate(path: Path) -> Path:

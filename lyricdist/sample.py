@@ -82,6 +82,40 @@ def generate(
         model.train(was_training)
 
 
+def progress_samples(
+    model: CharRNN,
+    vocab: Vocab,
+    artists: list[str],
+    primetexts: Sequence[str],
+    length: int,
+    temperatures: Sequence[float],
+    seed: int,
+    max_artists: int,
+) -> list[dict]:
+    """Samples a trainer logs at each evaluation: every primetext at every temperature. An artist-conditioned model
+    writes as each of its artists (up to `max_artists`; more are represented by their mean embedding), and each row
+    says which. Unknown primetext characters are dropped (the trainer warned once at start-up)."""
+    gen = torch.Generator().manual_seed(seed)
+    voices: list[tuple[str | None, torch.Tensor | None]] = [(None, None)]
+    if model.artist_embed is not None:
+        table = model.artist_embed.weight.detach()
+        names = list(artists)[: model.num_artists] or ["artist 0"]
+        if len(names) <= max_artists:
+            voices = [(name, table[i]) for i, name in enumerate(names)]
+        else:
+            voices = [(f"mean of {len(names)} artists", table[: len(names)].mean(0))]
+    rows = []
+    for prime in primetexts:
+        text = prime.lower() if vocab.lowercase else prime
+        ids = vocab.encode("".join(c for c in text if c in vocab))
+        for artist, vec in voices:
+            outs = generate(model, ids, length, temperatures, generator=gen, artist_vec=vec)
+            for temp, o in zip(temperatures, outs):
+                row = {"primetext": prime, "temperature": temp, "text": vocab.decode(o)}
+                rows.append(row if artist is None else {**row, "artist": artist})
+    return rows
+
+
 def artist_vector(
     model: CharRNN, artists: list[str], artist: str | None, artist_mix: str | None = None, alpha: float = 0.5
 ) -> torch.Tensor | None:

@@ -1,7 +1,7 @@
 """Transfer learning across character sets: start a model for a new corpus from a base checkpoint.
 
 The original project's per-artist fine-tunes failed because the fine-tuning corpus had a different character
-set than the 21-artist base model. Here the vocabularies are merged by character, in place, so the corpus
+set than the 21-artist base model. Here the vocabularies are merged by character, so the corpus
 token ids stay valid and nothing has to be re-prepared:
 
 * merged vocabulary = the corpus's characters (ids unchanged) + the base characters the corpus lacks, appended;
@@ -71,10 +71,13 @@ def _grow_vocab(model: CharRNN, size: int) -> None:
     model.vocab_size = size
 
 
-def init_from_checkpoint(model: CharRNN, vocab: Vocab, path: str, artists: list[str] | None = None) -> dict:
-    """Load base weights from checkpoint `path` into `model`, extending `vocab` in place to the merged vocabulary.
+def init_from_checkpoint(
+    model: CharRNN, vocab: Vocab, path: str, artists: list[str] | None = None
+) -> tuple[Vocab, dict]:
+    """Load base weights from checkpoint `path` into `model`, growing it to the merged vocabulary.
 
-    `model` must have been built for `vocab` (the new corpus). Returns what was done, for logs and tests.
+    `model` must have been built for `vocab` (the new corpus), which is left as it is. Returns the merged vocabulary
+    (the one to train, save and sample with) and what was done, for logs and tests.
     """
     base, base_vocab, base_config = load_checkpoint(path, device=model.head.weight.device)
     check_shapes(model, base, path)
@@ -83,12 +86,9 @@ def init_from_checkpoint(model: CharRNN, vocab: Vocab, path: str, artists: list[
     n_corpus = len(vocab)
     merged = merge_vocab(vocab.chars, base_vocab.chars)
     _grow_vocab(model, len(merged))
-    vocab.chars[:] = merged
-    vocab._index.clear()
-    vocab._index.update({c: i for i, c in enumerate(merged)})
 
     mine = torch.tensor([i for i, c in enumerate(merged) if c in base_vocab], dtype=torch.long)
-    theirs = torch.tensor([base_vocab._index[c] for c in merged if c in base_vocab], dtype=torch.long)
+    theirs = torch.tensor([base_vocab.id_of(c) for c in merged if c in base_vocab], dtype=torch.long)
     new = [i for i, c in enumerate(merged) if c not in base_vocab]
     base_state = base.state_dict()
     with torch.no_grad():
@@ -109,7 +109,7 @@ def init_from_checkpoint(model: CharRNN, vocab: Vocab, path: str, artists: list[
             w[:, mine] = bw[:, theirs]
             w[:, V:] = bw[:, bV:]  # artist embedding columns
         kept_artists = _init_artists(model, base, artists or [], base_config.get("artists", []))
-    return {
+    return Vocab(merged, lowercase=vocab.lowercase), {
         "base": str(path),
         "rows_kept": len(mine),
         "chars_added": [merged[i] for i in new],

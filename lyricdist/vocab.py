@@ -53,6 +53,9 @@ class Vocab:
             table[ord(c)] = i
         return table
 
+    def id_of(self, ch: str) -> int:
+        return self._index[ch]
+
     def missing(self, text: str) -> list[str]:
         return sorted({c for c in text if c not in self._index})
 

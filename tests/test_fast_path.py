@@ -178,7 +178,7 @@ def test_fp16_path_scales_the_loss_and_updates_fp32_masters(demo_corpus, tmp_pat
 def test_resume_from_a_state_without_fp32_rnn_weights_keeps_the_trained_weights(demo_corpus, tmp_path):
     """States written before rnn_fp32.safetensors existed: the masters come from the saved model, never from a
     fresh initialisation that the first step would then write over the trained weights."""
-    from lyricdist.train import RNN_FP32_FILE
+    from lyricdist.state import FULL_PRECISION_FILE as RNN_FP32_FILE
 
     if not choose_precision("bf16", CPU).low_precision:
         pytest.skip("no fused bf16 RNN on this CPU stack")

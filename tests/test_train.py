@@ -313,3 +313,61 @@ def test_two_processes_agree_on_a_stop_between_log_steps(demo_corpus, tmp_path):
     assert "SIGTERM: saving resumable state at step" in output, output[-3000:]
     stopped_at = int(output.split("saving resumable state at step ")[1].split(";")[0])
     assert 20 <= stopped_at < 50000 and _state_step(out) == stopped_at
+
+
+# ---- the loop's decisions: evaluation without a validation split, `last`, the throughput window --------------
+@pytest.fixture(scope="module")
+def corpus_without_val(tmp_path_factory) -> Path:
+    from lyricdist.prepare import prepare
+
+    out = tmp_path_factory.mktemp("noval") / "demo"
+    prepare(["demo"], str(out), val_fraction=0.0, quiet=True)
+    return out
+
+
+def test_without_a_validation_split_every_evaluation_saves_last_and_logs_no_empty_rows(corpus_without_val, tmp_path):
+    """Eval steps that are log steps and eval steps that are not behave alike: samples and `last` at each, no
+    `best`, and no metrics row made only of Nones. A resumed run refreshes `last` too."""
+    out = tmp_path / "run"
+    args = ["--train.log_every=4", "--train.eval_every=3", "--samples.enabled=true", "--samples.length=5"]
+    train(tiny_config(corpus_without_val, out, *args, "--train.max_steps=12"))
+    rows = read_metrics(out)
+    assert [r["step"] for r in rows] == [4, 8, 12]
+    assert all(r["train_loss"] is not None for r in rows)
+    assert sorted({json.loads(l)["step"] for l in (out / "samples.jsonl").read_text().splitlines()}) == [3, 6, 9, 12]
+    assert json.loads((out / "checkpoints" / "last" / "config.json").read_text())["step"] == 12
+    assert not (out / "checkpoints" / "best").exists()
+    train(tiny_config(corpus_without_val, out, *args, "--train.max_steps=15"), resume=True)
+    assert json.loads((out / "checkpoints" / "last" / "config.json").read_text())["step"] == 15
+
+
+def test_chars_per_sec_counts_training_time_only(demo_corpus, tmp_path):
+    """With a fake clock, each training step takes 1 s and each evaluation/save 100 s: every log row's rate is the
+    window's characters over its training seconds alone."""
+    trainer = Trainer(tiny_config(demo_corpus, tmp_path / "run", "--train.log_every=4", "--train.eval_every=2",
+                                  "--train.max_steps=12", "--samples.enabled=false"))
+    now = [0.0]
+    trainer.clock = lambda: now[0]
+    step, on_evaluation, save_state = trainer.train_step, trainer.on_evaluation, trainer.save_state
+    chars: list[int] = []
+
+    def timed(seconds, fn, record=False):
+        def wrapper(*a, **k):
+            out = fn(*a, **k)
+            now[0] += seconds
+            if record:
+                chars.append(out[1])
+            return out
+        return wrapper
+
+    trainer.train_step = timed(1.0, step, record=True)
+    trainer.on_evaluation = timed(100.0, on_evaluation)
+    trainer.save_state = timed(100.0, save_state)
+    trainer.fit()
+    rows = read_metrics(tmp_path / "run")
+    assert [r["step"] for r in rows] == [2, 4, 6, 8, 10, 12]
+    for r in rows:
+        if r["train_loss"] is None:
+            continue  # an evaluation-only row
+        window = chars[r["step"] - 4 : r["step"]]
+        assert r["chars_per_sec"] == pytest.approx(sum(window) / 4.0)

@@ -48,8 +48,10 @@ def test_init_from_checkpoint_reproduces_the_base_model_on_shared_characters(tmp
     vocab = Vocab(list("\n aceg" + NEW_CHARS))  # lacks b, d, f; adds three characters
     cfg = ModelConfig(num_layers=2, hidden_size=16, embedding_dim=embedding_dim, artist_embedding_dim=3)
     model = CharRNN(cfg, len(vocab), num_artists=2)
-    info = init_from_checkpoint(model, vocab, str(path), artists=["Bob", "Zed"])
+    corpus_chars = list(vocab.chars)
+    vocab, info = init_from_checkpoint(model, vocab, str(path), artists=["Bob", "Zed"])
 
+    assert corpus_chars == list("\n aceg" + NEW_CHARS)  # the corpus vocabulary is left as it was
     assert vocab.chars[:9] == list("\n aceg" + NEW_CHARS)  # corpus ids unchanged
     assert sorted(vocab.chars[9:]) == ["b", "d", "f"]
     assert model.vocab_size == len(vocab) == info["vocab_size"] == 12
@@ -57,8 +59,8 @@ def test_init_from_checkpoint_reproduces_the_base_model_on_shared_characters(tmp
     assert info["artists_kept"] == ["Bob"]
 
     text = "bad cafe\nfeed a bee"
-    mine = torch.tensor([[vocab._index[c] for c in text]])
-    theirs = torch.tensor([[base_vocab._index[c] for c in text]])
+    mine = torch.tensor([[vocab.id_of(c) for c in text]])
+    theirs = torch.tensor([[base_vocab.id_of(c) for c in text]])
     model.eval()
     with torch.no_grad():
         out, _ = model(mine, artist=torch.zeros_like(mine))  # artist 0 here is Bob, base artist 1
