@@ -11,10 +11,11 @@ ENV PIP_NO_CACHE_DIR=1 \
 
 WORKDIR /opt/lyricdist
 # Dependencies first, in a layer of their own: only a pyproject.toml change reinstalls them, not a code edit.
-# The list is pyproject.toml's [project].dependencies; the constraint torch==<the base image's version> keeps
-# the image's CUDA torch (pip fails instead of downloading another one if a dependency wanted a different torch).
+# The list is pyproject.toml's [project].dependencies plus every runtime extra (the image is lyricdist[all]: it
+# scrapes and runs on Ray clusters too); the constraint torch==<the base image's version> keeps the image's CUDA
+# torch (pip fails instead of downloading another one if a dependency wanted a different torch).
 COPY pyproject.toml ./
-RUN python -c "import sys, importlib; toml = importlib.import_module('tomllib' if sys.version_info >= (3, 11) else 'pip._vendor.tomli'); deps = toml.load(open('pyproject.toml', 'rb'))['project']['dependencies']; open('/tmp/requirements.txt', 'w').write(''.join(d + chr(10) for d in deps))" \
+RUN python -c "import sys, importlib; toml = importlib.import_module('tomllib' if sys.version_info >= (3, 11) else 'pip._vendor.tomli'); p = toml.load(open('pyproject.toml', 'rb'))['project']; deps = p['dependencies'] + [d for k, v in p['optional-dependencies'].items() if k not in ('all', 'test', 'bench') for d in v]; open('/tmp/requirements.txt', 'w').write(''.join(d + chr(10) for d in deps))" \
     && python -c "import torch; print('torch==' + torch.__version__.split('+')[0])" > /tmp/constraints.txt \
     && pip install --no-cache-dir -r /tmp/requirements.txt -c /tmp/constraints.txt \
     && rm /tmp/requirements.txt /tmp/constraints.txt

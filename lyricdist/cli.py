@@ -1,7 +1,9 @@
 """The `lyricdist` command: one subcommand per pipeline stage.
 
-Each stage module defines `cli_parser()` (a typed jsonargparse parser) and `cli_run(parser, args)`; only the
-chosen stage is imported, so `lyricdist scrape` does not pay for importing torch. Errors print one line.
+A command is either a typed function ("module:function": its signature and docstring are the options, via
+jsonargparse) or a module with `cli_parser()` and `cli_run(parser, args)` (a stage configured by dataclasses, or one
+with subcommands). Only the chosen stage is imported, so `lyricdist scrape` does not pay for importing torch; a
+command whose optional dependencies are missing names the extra to install. Errors print one line.
 """
 
 from __future__ import annotations
@@ -23,12 +25,65 @@ COMMANDS = {
 }
 
 
+# command -> (the extra that installs what it needs, the modules it needs)
+EXTRAS = {
+    "scrape": ("scrape", ("ray", "lyricsgenius", "rich")),
+}
+
+
 def _usage() -> str:
     lines = ["usage: lyricdist COMMAND [options]   (lyricdist COMMAND --help for its options)", "", "commands:"]
-    for name, (module, help_) in COMMANDS.items():
-        if importlib.util.find_spec(module) is not None:
-            lines.append(f"  {name:<11} {help_}")
+    lines += [f"  {name:<11} {help_}" for name, (_, help_) in COMMANDS.items()]
     return "\n".join(lines)
+
+
+def missing_extra(command: str) -> str | None:
+    """The one-line message for a command whose optional dependencies are not installed, else None."""
+    extra, modules = EXTRAS.get(command, ("", ()))
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if not missing:
+        return None
+    return (f"lyricdist {command} needs {', '.join(missing)}, which this install lacks; "
+            f"install it with: pip install 'lyricdist[{extra}]'")
+
+
+def require(module: str, extra: str, what: str):
+    """Import an optional dependency, or raise a one-line error naming the extra that installs it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        from .errors import LyricdistError
+
+        raise LyricdistError(f"{what} needs {module}, which this install lacks; "
+                             f"install it with: pip install 'lyricdist[{extra}]'") from None
+
+
+def function_parser(func):
+    """A parser whose options are `func`'s typed parameters (required ones positional), help from its docstring."""
+    import inspect
+
+    doc = inspect.getdoc(func) or ""
+    parser = new_parser(doc.split("\n\n")[0])
+    parser.add_function_arguments(func, as_group=False, as_positional=True)
+    return parser
+
+
+def _command(cmd: str):
+    """(parser, run(args) -> exit code) for a command."""
+    target = COMMANDS[cmd][0]
+    module_name, _, func_name = target.partition(":")
+    module = importlib.import_module(module_name)
+    if not func_name:
+        parser = module.cli_parser()
+        return parser, lambda args: module.cli_run(parser, args)
+    func = getattr(module, func_name)
+    parser = function_parser(func)
+
+    def run(args) -> int:
+        kwargs = {k: v for k, v in vars(parser.instantiate(args)).items() if not k.startswith("__")}
+        return int(func(**kwargs) or 0)
+
+    return parser, run
 
 
 def _one_line(text: str) -> str:
@@ -46,13 +101,16 @@ def main(argv: list[str] | None = None) -> int:
         print(__version__)
         return 0
     cmd = argv[0]
-    if cmd not in COMMANDS or importlib.util.find_spec(COMMANDS[cmd][0]) is None:
+    if cmd not in COMMANDS:
         print(f"lyricdist: error: unknown command {cmd!r}; run `lyricdist --help` for the list", file=sys.stderr)
         return 2
+    missing = missing_extra(cmd)
+    if missing:
+        print(f"lyricdist {cmd}: error: {missing}", file=sys.stderr)
+        return 1
     from .errors import LyricdistError
 
-    module = importlib.import_module(COMMANDS[cmd][0])
-    parser = module.cli_parser()
+    parser, run = _command(cmd)
     parser.prog = f"lyricdist {cmd}"
     try:
         args = parser.parse_args(argv[1:])
@@ -60,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lyricdist {cmd}: error: {_one_line(e)} (see `lyricdist {cmd} --help`)", file=sys.stderr)
         return 2
     try:
-        return int(module.cli_run(parser, args) or 0)
+        return int(run(args) or 0)
     except LyricdistError as e:
         print(f"lyricdist {cmd}: error: {_one_line(e)}", file=sys.stderr)
         return 1

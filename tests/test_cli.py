@@ -1,0 +1,68 @@
+"""The `lyricdist` command itself: help for every command, one-line errors, missing extras named."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+from jsonargparse.typing import PositiveInt
+
+from lyricdist import cli
+
+
+@pytest.mark.parametrize("command", sorted(cli.COMMANDS))
+def test_every_command_help_lists_its_options_with_defaults(command, capsys):
+    with pytest.raises(SystemExit) as done:
+        cli.main([command, "--help"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: lyricdist {command}")
+    if command != "similarity":  # a command of subcommands: its help lists them
+        assert "default:" in out
+
+
+def test_a_missing_extra_is_named_in_one_line(monkeypatch, capsys):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "lyricsgenius" else real(name, *a))
+    assert cli.main(["scrape", "--help"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "lyricsgenius" in err and "pip install 'lyricdist[scrape]'" in err
+
+
+def test_require_names_the_extra():
+    from lyricdist.errors import LyricdistError
+
+    with pytest.raises(LyricdistError, match=r"plotting needs no_such_module_xyz.*pip install 'lyricdist\[viz\]'"):
+        cli.require("no_such_module_xyz", "viz", "plotting")
+
+
+def test_a_typed_function_is_a_command_with_range_checks_from_its_types(monkeypatch, capsys):
+    calls = []
+
+    def greet(name: str, times: PositiveInt = 1, loud: bool = False) -> int:
+        """Say hello.
+
+        Args:
+            name: who to greet
+            times: how many times
+            loud: shout
+        """
+        calls.append((name, times, loud))
+        return 0
+
+    import types
+
+    module = types.ModuleType("lyricdist_fake_cmd")
+    module.greet = greet
+    monkeypatch.setitem(__import__("sys").modules, "lyricdist_fake_cmd", module)
+    monkeypatch.setitem(cli.COMMANDS, "greet", ("lyricdist_fake_cmd:greet", "say hello"))
+    assert cli.main(["greet", "Ann", "--times", "2", "--loud", "true"]) == 0
+    assert calls == [("Ann", 2, True)]
+    with pytest.raises(SystemExit):
+        cli.main(["greet", "--help"])
+    out = capsys.readouterr().out
+    assert "how many times" in out and "default: 1" in out
+    assert cli.main(["greet", "Ann", "--times", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "times" in err
