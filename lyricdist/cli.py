@@ -12,6 +12,7 @@ import argparse
 import importlib
 import importlib.util
 import os
+import re
 import sys
 
 COMMANDS = {
@@ -21,7 +22,7 @@ COMMANDS = {
     "sample": ("lyricdist.sample", "generate text from a checkpoint"),
     "collab": ("lyricdist.collab", "write a song with two artists' models"),
     "similarity": ("lyricdist.similarity", "siamese LSTM: train, evaluate, embed and score lyrics"),
-    "demo": ("lyricdist.demo", "the embedded default: prepare the demo corpus, train, print a sample"),
+    "demo": ("lyricdist.demo:run_demo", "the embedded default: prepare the demo corpus, train, print a sample"),
 }
 
 
@@ -65,7 +66,18 @@ def function_parser(func):
     doc = inspect.getdoc(func) or ""
     parser = new_parser(doc.split("\n\n")[0])
     parser.add_function_arguments(func, as_group=False, as_positional=True)
+    _dashed_options(parser)
     return parser
+
+
+def _dashed_options(parser) -> None:
+    """--max-steps, not --max_steps: the command line's convention for a parameter max_steps."""
+    for action in parser._actions:
+        dashed = [o[:2] + o[2:].replace("_", "-") if o.startswith("--") else o for o in action.option_strings]
+        for old, new in zip(action.option_strings, dashed):
+            if old != new:
+                parser._option_string_actions[new] = parser._option_string_actions.pop(old)
+        action.option_strings[:] = dashed
 
 
 def _command(cmd: str):
@@ -81,13 +93,22 @@ def _command(cmd: str):
 
     def run(args) -> int:
         kwargs = {k: v for k, v in vars(parser.instantiate(args)).items() if not k.startswith("__")}
-        return int(func(**kwargs) or 0)
+        result = func(**kwargs)
+        return result if isinstance(result, int) else 0  # a function returning its product succeeded
 
     return parser, run
 
 
 def _one_line(text: str) -> str:
-    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+    line = " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+    line = re.sub(r'Parser key "(\w+)":', lambda m: "--" + m.group(1).replace("_", "-") + ":", line)
+    # jsonargparse's message for a value that fits none of the types of an `X | None`: keep the reason and value
+    union = re.match(r"(--[\w-]+): Does not validate against any of the Union subtypes .*?- Not of type (\w+): (.*?)"
+                     r" - Expected a <class 'NoneType'>.*Given value: (.*)$", line)
+    if union:
+        flag, type_, reason, value = union.groups()
+        line = f"{flag}: {value} is not a {type_} ({reason})"
+    return line
 
 
 def main(argv: list[str] | None = None) -> int:

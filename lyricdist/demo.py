@@ -10,7 +10,7 @@ import os
 from importlib import resources
 from pathlib import Path
 
-from .errors import LyricdistError
+from jsonargparse.typing import PositiveInt
 
 DEFAULT_ARTISTS = ["Bob Dylan", "Taylor Swift"]
 
@@ -21,11 +21,20 @@ def preset_path(name: str = "demo") -> Path:
 
 def run_demo(
     out: str = "runs/demo",
-    max_steps: int | None = None,
-    artists: list[str] | None = None,
-    max_songs: int = 20,
+    max_steps: PositiveInt | None = None,
+    artist: list[str] | None = None,
+    max_songs: PositiveInt = 20,
     overrides: list[str] | None = None,
 ) -> Path:
+    """The embedded default: prepare the demo corpus (or scrape when GENIUS_ACCESS_TOKEN is set), train, sample.
+
+    Args:
+        out: where the corpus, run and checkpoints go
+        max_steps: override the preset's training steps
+        artist: artists to scrape when a token is set
+        max_songs: songs per artist when scraping
+        overrides: run-config overrides for the preset, e.g. [--train.lr=1e-3]
+    """
     from .prepare import prepare
     from .sample import sample
     from .train import load_config, train
@@ -36,8 +45,8 @@ def run_demo(
         from .scrape import scrape
 
         dataset = out_dir / "genius"
-        print(f"GENIUS_ACCESS_TOKEN is set: scraping {', '.join(artists or DEFAULT_ARTISTS)} with Ray")
-        scrape(artists or DEFAULT_ARTISTS, out=str(dataset), max_songs=max_songs)
+        print(f"GENIUS_ACCESS_TOKEN is set: scraping {', '.join(artist or DEFAULT_ARTISTS)} with Ray")
+        scrape(artist or DEFAULT_ARTISTS, out=str(dataset), max_songs=max_songs)
         source = str(dataset)
     else:
         print("no GENIUS_ACCESS_TOKEN: using the bundled demo corpus (two invented artists)")
@@ -45,8 +54,6 @@ def run_demo(
     prepare([source], str(corpus), overwrite=True)
     args = [f"--data.corpus={corpus}", f"--train.out_dir={out_dir / 'train'}", *(overrides or [])]
     if max_steps is not None:
-        if max_steps <= 0:
-            raise LyricdistError(f"--max-steps must be positive, got {max_steps}")
         args += [f"--train.max_steps={max_steps}", f"--train.eval_every={max(1, min(250, max_steps))}"]
     cfg = load_config(preset_path("demo"), args)
     resume = (out_dir / "train" / "state").exists()
@@ -56,19 +63,3 @@ def run_demo(
         print(f"\n--- sample (temperature {r.temperature}) ---\n{r.text}")
     print(f"\ncheckpoint: {ckpt}\nmore: lyricdist sample {ckpt} --primetext 'turn it up' --temperature 0.2 0.5 1.0 1.2")
     return ckpt
-
-
-def cli_parser():
-    from .cli import new_parser
-
-    p = new_parser(__doc__.strip().splitlines()[0])
-    p.add_argument("--out", default="runs/demo", help="where the corpus, run and checkpoints go")
-    p.add_argument("--max-steps", type=int | None, default=None, help="override the preset's training steps")
-    p.add_argument("--artist", type=list[str] | None, default=None, help="artists to scrape when a token is set")
-    p.add_argument("--max-songs", type=int, default=20, help="songs per artist when scraping")
-    return p
-
-
-def cli_run(parser, args) -> int:
-    run_demo(args.out, args.max_steps, args.artist, args.max_songs)
-    return 0

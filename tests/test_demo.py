@@ -29,7 +29,7 @@ def test_demo_with_token_scrapes_genius_with_ray_then_trains(tmp_path, monkeypat
         for key, value in fake.env.items():
             monkeypatch.setenv(key, value)
         ckpt = run_demo(
-            str(tmp_path / "demo"), max_steps=4, artists=["Juniper Vale", "DJ Kilowatt"], max_songs=5,
+            str(tmp_path / "demo"), max_steps=4, artist=["Juniper Vale", "DJ Kilowatt"], max_songs=5,
             overrides=["--train.batch_size=2", "--train.seq_len=8", "--tracking.backend=none",
                        "--samples.enabled=false"],
         )

@@ -130,10 +130,18 @@ def _state_step(out: Path) -> int:
         return 0
 
 
-@pytest.mark.slow
-def test_sigkill_then_resume_ends_bitwise_equal(demo_corpus, tmp_path):
-    ref = _train_proc(demo_corpus, tmp_path / "ref")
+@pytest.fixture(scope="module")
+def reference_run(demo_corpus, tmp_path_factory) -> Path:
+    """One uninterrupted RESUME_ARGS run, the reference of every stop-and-resume test (how often it saves does not
+    change what it computes)."""
+    out = tmp_path_factory.mktemp("reference") / "ref"
+    ref = _train_proc(demo_corpus, out)
     assert ref.wait(timeout=300) == 0, ref.stderr.read()[-2000:]
+    return out
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_ends_bitwise_equal(demo_corpus, tmp_path, reference_run):
 
     out = tmp_path / "crash"
     proc = _train_proc(demo_corpus, out)
@@ -151,12 +159,12 @@ def test_sigkill_then_resume_ends_bitwise_equal(demo_corpus, tmp_path):
     resumed = _train_proc(demo_corpus, out, "--resume")
     assert resumed.wait(timeout=300) == 0, resumed.stderr.read()[-2000:]
 
-    a = load_file(str(tmp_path / "ref" / "checkpoints" / "last" / "model.safetensors"))
+    a = load_file(str(reference_run / "checkpoints" / "last" / "model.safetensors"))
     b = load_file(str(out / "checkpoints" / "last" / "model.safetensors"))
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), f"{k} differs after resume from step {killed_at}"
-    ra, rb = read_metrics(tmp_path / "ref"), read_metrics(out)
+    ra, rb = read_metrics(reference_run), read_metrics(out)
     assert [r["step"] for r in rb] == [r["step"] for r in ra]  # lines after the saved step were dropped
     assert [r["train_loss"] for r in rb] == [r["train_loss"] for r in ra]
 
@@ -233,7 +241,7 @@ def test_readers_never_modify_a_checkpoint_being_swapped(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1])
-def test_stop_signal_saves_state_and_resume_matches(demo_corpus, tmp_path, sig):
+def test_stop_signal_saves_state_and_resume_matches(demo_corpus, tmp_path, sig, reference_run):
     """Preemption (SIGTERM) or SLURM's time-limit warning (SIGUSR1): state is saved at once, nothing is lost."""
     out = tmp_path / "run"
     proc = _train_proc(demo_corpus, out, "--train.save_every=1000")  # no periodic saves: only the signal's
@@ -247,9 +255,7 @@ def test_stop_signal_saves_state_and_resume_matches(demo_corpus, tmp_path, sig):
     assert 30 <= stopped_at < 400
     resumed = _train_proc(demo_corpus, out, "--train.save_every=1000", "--resume")
     assert resumed.wait(timeout=300) == 0, resumed.stderr.read()[-2000:]
-    ref = _train_proc(demo_corpus, tmp_path / "ref", "--train.save_every=1000")
-    assert ref.wait(timeout=300) == 0
-    a = load_file(str(tmp_path / "ref" / "checkpoints" / "last" / "model.safetensors"))
+    a = load_file(str(reference_run / "checkpoints" / "last" / "model.safetensors"))
     b = load_file(str(out / "checkpoints" / "last" / "model.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
 
