@@ -231,6 +231,44 @@ def test_refuses_to_replace_a_foreign_directory(tmp_path, monkeypatch):
     assert (tmp_path / "notes.txt").read_text() == "mine"
 
 
+def test_help_lists_every_option_with_its_default(capsys):
+    from lyricdist.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["scrape", "--help"])
+    assert done.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for option, default in [("--workers", "8"), ("--rate-limit", "5.0"), ("--retries", "5"), ("--timeout", "10.0"),
+                            ("--backoff", "1.0"), ("--public, --no-public", "False"), ("--progress, --no-progress", "True"),
+                            ("--push-to-hub", "null"), ("--artists-file", "null")]:
+        assert re.search(re.escape(option) + r" .*?default: " + re.escape(default), text), option
+    assert "--max-songs MAX_SONGS most popular songs per artist (required, type: PositiveInt)" in text
+
+
+@pytest.mark.parametrize("argv, problem", [
+    (["--max-songs", "0"], "max_songs"),
+    (["--max-songs", "3", "--rate-limit", "-1"], "rate_limit"),
+    (["--max-songs", "3", "--retries", "-1"], "retries"),
+    (["--max-songs", "3", "--workers", "x"], "workers"),
+    (["--max-songs", "3", "--frobnicate"], "--frobnicate"),
+    ([], "max_songs"),
+])
+def test_bad_arguments_are_one_line_errors(argv, problem, tmp_path, capsys):
+    from lyricdist.cli import main
+
+    assert main(["scrape", "ABBA", "--out", str(tmp_path / "ds"), *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("lyricdist scrape: error:") and problem in err, err
+    assert not (tmp_path / "ds").exists()
+
+
+def test_python_callers_get_the_same_ranges(tmp_path):
+    with pytest.raises(LyricdistError, match="--workers"):
+        scrape(["ABBA"], 5, tmp_path / "ds", workers=0)
+    with pytest.raises(LyricdistError, match="--max-songs"):
+        scrape(["ABBA"], 0, tmp_path / "ds")
+
+
 # --------------------------------------------------------------------------------------------------------------
 # End to end: fake Genius over HTTP, local Ray.
 # --------------------------------------------------------------------------------------------------------------
@@ -768,6 +806,7 @@ def test_push_failure_names_todays_login_command(fake_hub, tmp_path):
     assert (out / "dataset_dict.json").is_file()  # the dataset on disk is untouched
 
 
+@pytest.mark.slow
 def test_login_command_in_messages_exists_in_the_installed_hub_cli():
     from lyricdist.genius.dataset import LOGIN_HINT
 
@@ -775,3 +814,14 @@ def test_login_command_in_messages_exists_in_the_installed_hub_cli():
     result = subprocess.run([sys.executable, "-m", "huggingface_hub.cli.hf", *command, "--help"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "Usage:" in result.stdout, result.stderr
+
+
+@pytest.mark.slow
+def test_cli_push_to_hub_sends_the_card_it_wrote(fake, fake_hub, tmp_path, capsys):
+    from lyricdist.cli import main
+
+    out = tmp_path / "ds"
+    assert main(["scrape", "Juniper Vale", "--max-songs", "2", "--out", str(out), "--rate-limit", "500",
+                 "--no-progress", "--push-to-hub", "someone/lyrics"]) == 0, capsys.readouterr()
+    assert fake_hub.body("/api/repos/create").get("visibility") == "private"
+    assert fake_hub.committed_files()["README.md"] == (out / "README.md").read_bytes()
