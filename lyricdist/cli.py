@@ -16,7 +16,7 @@ import re
 import sys
 
 COMMANDS = {
-    "scrape": ("lyricdist.scrape", "fetch lyrics from Genius with Ray into a HuggingFace dataset"),
+    "scrape": ("lyricdist.genius.cli", "fetch lyrics from Genius with Ray into a HuggingFace dataset"),
     "prepare": ("lyricdist.prepare", "turn corpora into a vocabulary and memory-mapped token arrays"),
     "train": ("lyricdist.train", "train a character-level RNN with Accelerate (DDP, mixed precision)"),
     "sample": ("lyricdist.sample", "generate text from a checkpoint"),

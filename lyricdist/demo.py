@@ -42,7 +42,7 @@ def run_demo(
     out_dir = Path(out)
     corpus = out_dir / "corpus"
     if os.environ.get("GENIUS_ACCESS_TOKEN"):
-        from .scrape import scrape
+        from .genius.driver import scrape
 
         dataset = out_dir / "genius"
         print(f"GENIUS_ACCESS_TOKEN is set: scraping {', '.join(artist or DEFAULT_ARTISTS)} with Ray")

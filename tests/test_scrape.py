@@ -16,20 +16,11 @@ import pytest
 from conftest import CONFIGS, run_cli
 from fake_genius import FAKE_TOKEN, FakeGenius
 from lyricdist.errors import LyricdistError
-from lyricdist.scrape import (
-    EXIT_ARTISTS_FAILED,
-    ArtistSpec,
-    clean_lyrics,
-    clean_songs,
-    genius_client,
-    genius_roots,
-    is_excluded_title,
-    is_song_page,
-    load_artists_file,
-    normalise_title,
-    scrape,
-    shared_limiter,
-)
+from lyricdist.genius.artists import ArtistSpec, load_artists_file
+from lyricdist.genius.cleaning import clean_genius_lyrics, clean_songs, normalise_title
+from lyricdist.genius.client import Genius, genius_roots, is_song_page
+from lyricdist.genius.driver import EXIT_ARTISTS_FAILED, scrape
+from lyricdist.genius.limiter import LIMITER_NAMESPACE, limiter_name, shared_limiter
 
 # --------------------------------------------------------------------------------------------------------------
 # Cleaning (pure functions).
@@ -55,7 +46,7 @@ DYLAN_CLEAN = (
 
 
 def test_clean_glued_header_translations_tickets_and_embed():
-    assert clean_lyrics(DYLAN_GLUED, "Blowin' in the Wind", "Bob Dylan") == DYLAN_CLEAN
+    assert clean_genius_lyrics(DYLAN_GLUED, "Blowin' in the Wind", "Bob Dylan") == DYLAN_CLEAN
 
 
 def test_clean_header_on_own_lines_with_description():
@@ -65,22 +56,22 @@ def test_clean_header_on_own_lines_with_description():
         "[Intro]\n[Verse 1: Agnetha & Frida]\nYou can dance, you can jive\nHaving the time of your life\n"
         "Embed"
     )
-    assert clean_lyrics(raw, "Dancing Queen", "ABBA") == "You can dance, you can jive\nHaving the time of your life"
+    assert clean_genius_lyrics(raw, "Dancing Queen", "ABBA") == "You can dance, you can jive\nHaving the time of your life"
 
 
 def test_clean_header_when_title_spelling_differs():
     raw = "5 ContributorsBlowin’ in the Wind (Live) Lyrics[Verse]\nHow many roads\n7Embed"
-    assert clean_lyrics(raw, "Blowin' in the Wind", "Bob Dylan") == "How many roads"
+    assert clean_genius_lyrics(raw, "Blowin' in the Wind", "Bob Dylan") == "How many roads"
 
 
 def test_clean_keeps_lyrics_that_look_like_junk_words():
     raw = "See the way we live\nthese Lyrics are mine\n[Chorus]\nAnd we embed the night"
-    assert clean_lyrics(raw, "Other Song", "Someone") == "See the way we live\nthese Lyrics are mine\n\nAnd we embed the night"
+    assert clean_genius_lyrics(raw, "Other Song", "Someone") == "See the way we live\nthese Lyrics are mine\n\nAnd we embed the night"
 
 
 def test_clean_title_heading_only_and_odd_spaces():
     raw = "Humble Lyrics[Intro]\nNobody\u2005pray\u205ffor me\n\n\n\n[Chorus: Kendrick Lamar]\nBe humble"
-    assert clean_lyrics(raw, "Humble", "Kendrick Lamar") == "Nobody pray for me\n\nBe humble"
+    assert clean_genius_lyrics(raw, "Humble", "Kendrick Lamar") == "Nobody pray for me\n\nBe humble"
 
 
 @pytest.mark.parametrize(
@@ -92,11 +83,11 @@ def test_clean_title_heading_only_and_odd_spaces():
     ],
 )
 def test_clean_title_heading_ignores_case_quotes_and_punctuation(raw, title):
-    assert clean_lyrics(raw, title) == "Be humble"
+    assert clean_genius_lyrics(raw, title) == "Be humble"
 
 
 def test_clean_title_heading_needs_the_word_lyrics_capitalised():
-    assert clean_lyrics("Humble lyrics are what I write", "Humble") == "Humble lyrics are what I write"
+    assert clean_genius_lyrics("Humble lyrics are what I write", "Humble") == "Humble lyrics are what I write"
 
 
 @pytest.mark.parametrize(
@@ -114,12 +105,12 @@ def test_clean_title_heading_needs_the_word_lyrics_capitalised():
     ],
 )
 def test_clean_embed_counter(raw, clean):
-    assert clean_lyrics(raw) == clean
+    assert clean_genius_lyrics(raw) == clean
 
 
 def test_clean_junk_only_is_empty():
-    assert clean_lyrics("1 ContributorInstrumental Lyrics[Instrumental]\nEmbed", "Instrumental") == ""
-    assert clean_lyrics("", "x") == ""
+    assert clean_genius_lyrics("1 ContributorInstrumental Lyrics[Instrumental]\nEmbed", "Instrumental") == ""
+    assert clean_genius_lyrics("", "x") == ""
 
 
 @pytest.mark.parametrize(
@@ -154,31 +145,14 @@ def test_song_pages_exclude_api_calls_under_the_web_root():
     assert not is_song_page("https://api.genius.com/songs/1", roots)
 
 
-OLD_DEFAULT_TERMS = [r"track\s?list", r"album art(work)?", "liner notes", "booklet", "credits", "interview", "skit",
-                     "instrumental", "setlist"]
-
-
-def _regex_result_is_lyrics(self, song):
-    """lyricsgenius before it escaped excluded terms: each term is a regex."""
-    if song["lyrics_state"] != "complete" or song.get("instrumental"):
-        return False
-    return not re.search("|".join(f"({term})" for term in self.excluded_terms), song["title"], re.I)
-
-
-@pytest.mark.parametrize("library_filter", ["installed", "regex"])
-def test_excluded_terms_match_literally_with_any_lyricsgenius(library_filter, monkeypatch):
-    import lyricsgenius
-
-    if library_filter == "regex":
-        monkeypatch.setattr(lyricsgenius.Genius, "_result_is_lyrics", _regex_result_is_lyrics)
-        monkeypatch.setattr(lyricsgenius.Genius, "default_terms", OLD_DEFAULT_TERMS)
-    genius = genius_client("token", genius_roots({}))
-    song = {"lyrics_state": "complete", "instrumental": False}
-    assert genius._result_is_lyrics({**song, "title": "Alive"})
-    assert genius._result_is_lyrics({**song, "title": "Remixing the Night"})
-    for title in ("Grid Down (Live)", "Paper Boats (REMIX)", "Juniper Vale Tracklist"):
-        assert not genius._result_is_lyrics({**song, "title": title}), title
-    assert is_excluded_title("x (live)") and not is_excluded_title("Live Forever")
+def test_excluded_terms_match_literally():
+    """"(Live)" and "(Remix)" drop those versions, never "Alive" (lyricsgenius >= 3.7.3 matches terms literally)."""
+    with FakeGenius() as fake:
+        genius = Genius(FAKE_TOKEN, genius_roots(fake.env))
+        titles = [s.title for s in genius.search_artist("DJ Kilowatt", max_songs=10, get_full_info=False).songs]
+        assert sorted(titles) == ["Alive", "Short Circuit", "Voltage"]  # not "Grid Down (Live)"
+        titles = [s.title for s in genius.search_artist("Juniper Vale", max_songs=10, get_full_info=False).songs]
+        assert "Paper Boats (Remix)" not in titles and "Juniper Vale Tracklist" not in titles and "Paper Boats" in titles
 
 
 def test_clean_songs_dedupes_keeps_most_popular_and_counts_empty():
@@ -238,7 +212,7 @@ def test_ray_jobs_do_not_upload_scraped_data():
     for path in ("data/lyrics/train/data-00000-of-00001.arrow", "corpus/train.bin", "runs/x/state.json",
                  "out/parquet/train.parquet"):
         assert excluded(path), path
-    for path in ("lyricdist/scrape.py", "lyricdist/data.py", "configs/artists/original-21.yaml"):
+    for path in ("lyricdist/genius/driver.py", "lyricdist/data.py", "configs/artists/original-21.yaml"):
         assert not excluded(path), path
 
 
@@ -255,6 +229,44 @@ def test_refuses_to_replace_a_foreign_directory(tmp_path, monkeypatch):
     with pytest.raises(LyricdistError, match="holds other files"):
         scrape(["ABBA"], 5, tmp_path)
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_help_lists_every_option_with_its_default(capsys):
+    from lyricdist.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["scrape", "--help"])
+    assert done.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for option, default in [("--workers", "8"), ("--rate-limit", "5.0"), ("--retries", "5"), ("--timeout", "10.0"),
+                            ("--backoff", "1.0"), ("--public, --no-public", "False"), ("--progress, --no-progress", "True"),
+                            ("--push-to-hub", "null"), ("--artists-file", "null")]:
+        assert re.search(re.escape(option) + r" .*?default: " + re.escape(default), text), option
+    assert "--max-songs MAX_SONGS most popular songs per artist (required, type: PositiveInt)" in text
+
+
+@pytest.mark.parametrize("argv, problem", [
+    (["--max-songs", "0"], "max_songs"),
+    (["--max-songs", "3", "--rate-limit", "-1"], "rate_limit"),
+    (["--max-songs", "3", "--retries", "-1"], "retries"),
+    (["--max-songs", "3", "--workers", "x"], "workers"),
+    (["--max-songs", "3", "--frobnicate"], "--frobnicate"),
+    ([], "max_songs"),
+])
+def test_bad_arguments_are_one_line_errors(argv, problem, tmp_path, capsys):
+    from lyricdist.cli import main
+
+    assert main(["scrape", "ABBA", "--out", str(tmp_path / "ds"), *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("lyricdist scrape: error:") and problem in err, err
+    assert not (tmp_path / "ds").exists()
+
+
+def test_python_callers_get_the_same_ranges(tmp_path):
+    with pytest.raises(LyricdistError, match="--workers"):
+        scrape(["ABBA"], 5, tmp_path / "ds", workers=0)
+    with pytest.raises(LyricdistError, match="--max-songs"):
+        scrape(["ABBA"], 0, tmp_path / "ds")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -419,46 +431,89 @@ def test_artist_names_never_leave_the_output_dir(fake, tmp_path):
 
 
 @pytest.mark.slow
-def test_rate_limit_is_shared_by_all_tasks(fake, tmp_path):
+def test_rate_limit_is_shared_by_all_tasks(fake, tmp_path, local_ray):
+    """Counted, not timed: the limiter's own bookings against the requests the fake served."""
     rate = 10.0
-    report = scrape(["Juniper Vale", "DJ Kilowatt", "Queen"], 20, tmp_path / "ds",
-                    **{**FAST, "rate_limit": rate, "workers": 3})
-    times = fake.request_times()
-    assert report.exit_code == 0 and len(times) >= 25
-    # three artists at once still share one budget: no 1-second window holds much more than `rate` requests
-    # (the slack covers requests sent a little after their booked slot)
-    busiest = max(sum(1 for u in times if t <= u < t + 1.0) for t in times)
-    assert busiest <= rate * 1.5 + 2, busiest
-    # and the requests are spread over the time the budget allows, not sent in bursts
-    assert times[-1] - times[0] >= 0.9 * (len(times) - 1) / rate, (times[-1] - times[0], len(times))
+    with shared_limiter(rate, genius_roots()) as watcher:  # keeps the scrape's limiter up to read its bookings
+        before = len(local_ray.get(watcher.actor.bookings.remote()))
+        report = scrape(["Juniper Vale", "DJ Kilowatt", "Queen"], 20, tmp_path / "ds",
+                        **{**FAST, "rate_limit": rate, "workers": 3})
+        slots = local_ray.get(watcher.actor.bookings.remote())[before:]
+    arrivals = sorted(fake.request_times())
+    assert report.exit_code == 0 and len(arrivals) >= 25
+    # three artists at once book from one limiter: it booked every request the fake served, no more
+    assert len(slots) == len(arrivals)
+    # one slot per 1/rate of limiter time, so no second holds more than `rate` of them
+    assert min(b - a for a, b in zip(slots, slots[1:])) >= 1 / rate - 1e-9
+    # and no request went out before its slot: by any moment, the fake had served at most the slots then due
+    # (time.monotonic is one clock for every process on the machine; lateness cannot fail this)
+    assert all(arrival >= slot for arrival, slot in zip(arrivals, sorted(slots)))
 
 
 LIMITER_PROBE = """
 import json, sys, ray
-from lyricdist.scrape import shared_limiter
+from lyricdist.genius.limiter import shared_limiter
 ray.init(address=sys.argv[1], logging_level="ERROR")
-limiter = shared_limiter(float(sys.argv[3]), json.loads(sys.argv[2]))
-print("wait", ray.get(limiter.acquire.remote("other-job")))
+with shared_limiter(float(sys.argv[3]), json.loads(sys.argv[2])) as limiter:
+    print("wait", limiter.acquire())
 """
 
 
 @pytest.mark.slow
 def test_rate_limiter_is_shared_by_concurrent_jobs_and_keeps_bookings(local_ray):
-    rate = 0.1  # one slot per 10 s: the bookings below reach 30 s ahead
+    rate = 0.1  # one slot per 10 s on a frozen clock: waits are slot counts, not timings
     roots = {**genius_roots({}), "API_ROOT": "http://127.0.0.1:9/limiter-test/"}  # its own limiter
-    limiter = shared_limiter(rate, roots)
-    booked = time.monotonic()
-    waits = [local_ray.get(limiter.acquire.remote("this-job")) for _ in range(3)]
-    assert waits[0] < 1 and 19 < waits[2] <= 20
+    with shared_limiter(rate, roots, clock=lambda: 1000.0) as limiter:
+        assert [limiter.acquire() for _ in range(3)] == [0.0, 10.0, 20.0]
 
-    # a second scrape driver (another Ray job) starting meanwhile books after them, at the same rate
+        # a second scrape driver (another Ray job) starting meanwhile books after them, at the same rate
+        gcs = local_ray.get_runtime_context().gcs_address
+        probe = subprocess.run([sys.executable, "-c", LIMITER_PROBE, gcs, json.dumps(roots), str(rate)],
+                               capture_output=True, text=True, timeout=120)
+        assert probe.returncode == 0, probe.stderr
+        assert float(probe.stdout.split("wait", 1)[1]) == 30.0
+        assert limiter.stats()["requests"] == 3  # each run counts its own
+
+
+DYING_DRIVER = """
+import json, os, sys, ray
+from lyricdist.genius.limiter import shared_limiter
+ray.init(address=sys.argv[1], logging_level="ERROR")
+joined = shared_limiter(1.0, json.loads(sys.argv[2]))
+joined.__enter__()
+os._exit(0)  # a driver killed mid-scrape: it never leaves
+"""
+
+
+@pytest.mark.slow
+def test_limiter_ends_when_its_last_job_leaves_or_dies(local_ray):
+    roots = {**genius_roots({}), "API_ROOT": "http://127.0.0.1:9/limiter-lifetime/"}
+
+    def limiter_exists() -> bool:
+        try:
+            local_ray.get_actor(limiter_name(roots), namespace=LIMITER_NAMESPACE)
+        except ValueError:
+            return False
+        return True
+
+    with shared_limiter(5.0, roots) as first:
+        with shared_limiter(5.0, roots) as second:
+            assert second.acquire() == 0.0 and first.stats()["requests"] == 0  # one limiter, two runs
+        assert limiter_exists()  # the first job still uses it
+    assert not limiter_exists()
+
     gcs = local_ray.get_runtime_context().gcs_address
-    probe = subprocess.run([sys.executable, "-c", LIMITER_PROBE, gcs, json.dumps(roots), str(rate)],
+    probe = subprocess.run([sys.executable, "-c", DYING_DRIVER, gcs, json.dumps(roots)],
                            capture_output=True, text=True, timeout=120)
     assert probe.returncode == 0, probe.stderr
-    wait = float(probe.stdout.split("wait", 1)[1])
-    assert wait >= 30 - (time.monotonic() - booked) - 1, wait
-    assert local_ray.get(limiter.stats.remote("this-job"))["requests"] == 3  # each run counts its own
+    assert limiter_exists()
+    for _ in range(30):  # Ray reports the dead driver asynchronously; the next job to leave then ends it
+        with shared_limiter(5.0, roots):
+            pass
+        if not limiter_exists():
+            break
+        time.sleep(1)
+    assert not limiter_exists()
 
 
 @pytest.mark.slow
@@ -490,7 +545,7 @@ def test_retry_after_reads_seconds_and_http_dates():
     from datetime import datetime, timedelta, timezone
     from email.utils import format_datetime
 
-    from lyricdist.scrape import MAX_RETRY_AFTER, _retry_after
+    from lyricdist.genius.client import MAX_RETRY_AFTER, _retry_after
 
     now = datetime.now(timezone.utc)
     assert _retry_after(_answer("7")) == 7.0
@@ -508,7 +563,7 @@ def test_user_agent_names_lyricdist_and_its_version(monkeypatch):
     import importlib.metadata
 
     import lyricdist
-    from lyricdist.scrape import user_agent
+    from lyricdist.genius.client import user_agent
 
     assert user_agent().startswith(f"lyricdist/{importlib.metadata.version('lyricdist')} (")
 
@@ -521,11 +576,12 @@ def test_user_agent_names_lyricdist_and_its_version(monkeypatch):
 
 @pytest.mark.slow
 def test_every_request_sends_the_lyricdist_user_agent(fake, tmp_path):
-    from lyricdist.scrape import user_agent
+    from lyricdist.genius.client import user_agent
 
     assert scrape(["DJ Kilowatt"], 2, tmp_path / "ds", **FAST).exit_code == 0
     assert fake.request_count("/public/") and fake.request_count("/api/") and fake.request_count("/web/")
-    assert {h.get("User-Agent") for h in fake.request_headers()} == {user_agent()}
+    agents = {h.get("User-Agent") for h in fake.request_headers()}  # lyricsgenius adds the OS and Python version
+    assert len(agents) == 1 and agents.pop().startswith(f"({user_agent()}) ("), agents
 
 
 @pytest.mark.slow
@@ -567,7 +623,7 @@ def test_artist_fails_when_more_than_half_its_songs_lack_lyrics(fake, tmp_path):
     record = json.loads(next((out / "raw").iterdir()).read_text())
     missing = {s["title"]: s.get("missing") for s in record["songs"] if "lyrics_raw" not in s}
     assert missing == {"Paper Boats": "song pages blocked (HTTP 403)", "Hollow Hymn": "empty lyrics"}
-    assert all(clean_lyrics(s["lyrics_raw"], s["title"]) for s in record["songs"] if "lyrics_raw" in s)
+    assert all(clean_genius_lyrics(s["lyrics_raw"], s["title"]) for s in record["songs"] if "lyrics_raw" in s)
 
     # one more blocked page: 3 of 5 without lyrics, more than half: failed, and the rule is in the reason
     fake.block_pages("Juniper Vale", status=403, titles={"Paper Boats", "Lanterns (Remastered 2011)"})
@@ -615,3 +671,157 @@ def test_a_deleted_song_page_is_not_retried(fake, tmp_path):
     assert fake.request_count("/web/Juniper-vale-paper-boats") == 1
     record = json.loads(next((out / "raw").iterdir()).read_text())
     assert {s["title"]: s.get("missing") for s in record["songs"]}["Paper Boats"] == "song page gone (HTTP 404)"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Pushing to the Hub: a fake Hugging Face Hub on 127.0.0.1 behind HF_ENDPOINT, as far as the commit request.
+# --------------------------------------------------------------------------------------------------------------
+
+
+class FakeHub:
+    """Answers what `HfApi.create_repo` and `HfApi.create_commit` send (create, validate-yaml, preupload: every
+    file "regular", commit) and keeps each request's JSON; `create_status` makes repo creation fail."""
+
+    def __init__(self):
+        self.requests: list[tuple[str, object]] = []  # (path, JSON body or NDJSON lines)
+        self.create_status = 200
+
+    def __enter__(self) -> "FakeHub":
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        hub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                path = self.path.split("?", 1)[0]
+                lines = [json.loads(line) for line in raw.decode().splitlines() if line.strip()]
+                hub.requests.append((path, lines if path.endswith("/commit/main") else json.loads(raw or b"{}")))
+                status, answer = 200, {}
+                if path == "/api/repos/create":
+                    body = json.loads(raw)
+                    status = hub.create_status
+                    answer = {"url": f"{hub.endpoint}/datasets/{body['organization']}/{body['name']}"}
+                    if status != 200:
+                        answer = {"error": "Invalid credentials in Authorization header"}
+                elif path.endswith("/preupload/main"):
+                    files = json.loads(raw)["files"]
+                    answer = {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False}
+                                        for f in files]}
+                elif path.endswith("/commit/main"):
+                    repo = path[len("/api/datasets/"):-len("/commit/main")]
+                    answer = {"commitUrl": f"{hub.endpoint}/datasets/{repo}/commit/{'0' * 40}", "commitOid": "0" * 40}
+                data = json.dumps(answer).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def body(self, suffix: str):
+        return next(body for path, body in self.requests if path.endswith(suffix))
+
+    def committed_files(self) -> dict[str, bytes]:
+        import base64
+
+        return {line["value"]["path"]: base64.b64decode(line["value"]["content"])
+                for line in self.body("/commit/main") if line["key"] == "file"}
+
+
+@pytest.fixture
+def fake_hub(monkeypatch):
+    import huggingface_hub.constants
+
+    # conftest keeps huggingface_hub offline (read once, at import); this endpoint is the local fake
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    with FakeHub() as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
+        monkeypatch.setenv("HF_TOKEN", "hf_fake_token_for_tests")
+        monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+        yield hub
+
+
+def _written_dataset(out: Path):
+    from lyricdist.genius.dataset import write_dataset
+    from lyricdist.genius.driver import ArtistResult, ScrapeReport
+
+    songs = [{"title": "Lanterns", "song_id": 1, "url": "u", "lyrics_raw": "Lanterns Lyrics\nfirst take"},
+             {"title": "Paper", "song_id": 4, "url": "u", "lyrics_raw": "paper boats"}]
+    rows, stats = clean_songs("Juniper Vale", 7, songs)
+    report = ScrapeReport(out, [ArtistResult("Juniper Vale", "done", "Juniper Vale", stats.kept, stats.chars)])
+    write_dataset(out, rows, report, progress=False)
+    return rows
+
+
+@pytest.mark.parametrize("public", [False, True])
+def test_push_sends_our_card_and_the_data_to_a_private_repo(fake_hub, tmp_path, public):
+    import io
+
+    import pandas as pd
+
+    from lyricdist.genius.dataset import HUB_DATA_FILE, push_to_hub
+
+    out = tmp_path / "ds"
+    rows = _written_dataset(out)
+    push_to_hub(out, "someone/lyrics", public=public)
+
+    create = fake_hub.body("/api/repos/create")
+    assert (create["organization"], create["name"], create["type"]) == ("someone", "lyrics", "dataset")
+    assert create.get("visibility", "private" if create.get("private") else "public") == (
+        "public" if public else "private")
+    files = fake_hub.committed_files()
+    assert set(files) == {"README.md", HUB_DATA_FILE}
+    assert files["README.md"] == (out / "README.md").read_bytes()  # the card this scrape wrote, not the Hub's
+    assert b"| Juniper Vale | Juniper Vale | 2 |" in files["README.md"]
+    pushed = pd.read_parquet(io.BytesIO(files[HUB_DATA_FILE]))
+    assert list(pushed["lyrics"]) == [r["lyrics"] for r in rows] == ["first take", "paper boats"]
+
+
+def test_push_failure_names_todays_login_command(fake_hub, tmp_path):
+    from lyricdist.genius.dataset import push_to_hub
+
+    out = tmp_path / "ds"
+    _written_dataset(out)
+    fake_hub.create_status = 401
+    with pytest.raises(LyricdistError) as failed:
+        push_to_hub(out, "someone/lyrics")
+    message = str(failed.value)
+    assert "`hf auth login`" in message and "huggingface-cli" not in message and "\n" not in message
+    assert "hf_fake_token_for_tests" not in message
+    assert (out / "dataset_dict.json").is_file()  # the dataset on disk is untouched
+
+
+@pytest.mark.slow
+def test_login_command_in_messages_exists_in_the_installed_hub_cli():
+    from lyricdist.genius.dataset import LOGIN_HINT
+
+    command = re.search(r"`hf (.+?)`", LOGIN_HINT).group(1).split()  # the `hf` CLI ships with huggingface_hub
+    result = subprocess.run([sys.executable, "-m", "huggingface_hub.cli.hf", *command, "--help"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "Usage:" in result.stdout, result.stderr
+
+
+@pytest.mark.slow
+def test_cli_push_to_hub_sends_the_card_it_wrote(fake, fake_hub, tmp_path, capsys):
+    from lyricdist.cli import main
+
+    out = tmp_path / "ds"
+    assert main(["scrape", "Juniper Vale", "--max-songs", "2", "--out", str(out), "--rate-limit", "500",
+                 "--no-progress", "--push-to-hub", "someone/lyrics"]) == 0, capsys.readouterr()
+    assert fake_hub.body("/api/repos/create").get("visibility") == "private"
+    assert fake_hub.committed_files()["README.md"] == (out / "README.md").read_bytes()

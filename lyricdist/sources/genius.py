@@ -6,9 +6,8 @@ from pathlib import Path
 from typing import Iterator
 
 from ..errors import LyricdistError
+from ..genius.dataset import SONG_META_COLUMNS, TRAINING_COLUMNS
 from . import Song, register_source
-
-REQUIRED_COLUMNS = ("artist", "title", "lyrics")
 
 
 def is_saved_dataset(spec: str) -> bool:
@@ -37,7 +36,7 @@ class GeniusDatasetSource:
             raise LyricdistError(f"cannot read the dataset in {self.path} ({type(e).__name__}: {e}); re-run scrape") from None
         splits = list(loaded.values()) if isinstance(loaded, datasets.DatasetDict) else [loaded]
         for split in splits:
-            missing = [c for c in REQUIRED_COLUMNS if c not in split.column_names]
+            missing = [c for c in TRAINING_COLUMNS if c not in split.column_names]
             if missing:
                 raise LyricdistError(
                     f"dataset {self.path} lacks column(s) {missing}; it was not written by `lyricdist scrape`"
@@ -48,7 +47,7 @@ class GeniusDatasetSource:
         for split in self._splits():
             for row in split:
                 text = row["lyrics"] or ""
-                meta = {k: row[k] for k in ("song_id", "url") if k in row}
+                meta = {k: row[k] for k in SONG_META_COLUMNS if k in row}
                 yield Song(text=text if text.endswith("\n") or not text else text + "\n", artist=row["artist"],
                            title=row["title"], meta=meta)
 

@@ -32,7 +32,8 @@ def main() -> None:
 
     import ray
 
-    from lyricdist.scrape import genius_client, genius_roots, scrape
+    from lyricdist.genius.client import Genius, genius_roots
+    from lyricdist.genius.driver import scrape
 
     catalogue = bulk_catalogue(args.artists, args.songs)
     names = [a.name for a in catalogue]
@@ -42,7 +43,7 @@ def main() -> None:
 
         # The original project's loop: one lyricsgenius call after another (no sleep between requests,
         # which only flatters it: lyricsgenius's default sleep_time adds 0.2 s per request).
-        genius = genius_client(fake.env["GENIUS_ACCESS_TOKEN"], genius_roots())
+        genius = Genius(fake.env["GENIUS_ACCESS_TOKEN"], genius_roots())
         start = time.perf_counter()
         songs = sum(len(genius.search_artist(n, max_songs=args.songs, sort="popularity").songs) for n in names)
         sequential = time.perf_counter() - start

@@ -1,0 +1,60 @@
+"""`lyricdist scrape`: the options are `driver.scrape`'s parameters, each written once there (type, default, and
+help from its docstring); range checks come from the types (PositiveInt, ...).
+
+Exit codes: 0 every artist done; 1 bad input (e.g. GENIUS_ACCESS_TOKEN unset); 2 bad arguments;
+3 (EXIT_ARTISTS_FAILED) one or more artists failed: the others are saved, a re-run retries only the failed ones.
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+import typing
+from typing import Callable
+
+from .driver import EXIT_ARTISTS_FAILED, scrape
+
+
+def add_signature_options(parser, func: Callable, positional: str) -> None:
+    """One option per parameter of `func`: `--dashed-name`, its type and default, help from its docstring; the
+    parameter `positional` takes the command's positional words; a bool is a --flag / --no-flag pair."""
+    import docstring_parser
+    from jsonargparse import ActionYesNo
+
+    hints = typing.get_type_hints(func)
+    helps = {p.arg_name: p.description for p in docstring_parser.parse(func.__doc__ or "").params}
+    for name, param in inspect.signature(func).parameters.items():
+        if name == positional:
+            parser.add_argument(name, nargs="*", type=str, default=[], help=helps.get(name))
+        elif hints[name] is bool:
+            parser.add_argument("--" + name.replace("_", "-"), action=ActionYesNo(yes_prefix="", no_prefix="no-"),
+                                default=param.default, help=helps.get(name))
+        else:
+            required = param.default is inspect.Parameter.empty
+            parser.add_argument("--" + name.replace("_", "-"), type=hints[name], required=required,
+                                default=None if required else param.default, help=helps.get(name))
+
+
+def cli_parser():
+    from ..cli import new_parser
+
+    description = inspect.getdoc(scrape).split("\n\n")[0].replace("\n", " ")
+    parser = new_parser(f"{description} Exit code {EXIT_ARTISTS_FAILED} when any artist failed (the rest are "
+                        "saved; re-run to retry).")
+    add_signature_options(parser, scrape, positional="artists")
+    return parser
+
+
+def cli_run(parser, args) -> int:
+    report = scrape(**args.as_dict())
+    from rich.console import Console
+
+    Console(soft_wrap=False, width=160).print(report.table())
+    if report.failed:
+        print(
+            f"lyricdist scrape: {len(report.failed)} of {len(report.results)} artists failed; "
+            f"{'the rest are saved in ' + str(args.out) if report.dataset_written else 'nothing was written'}; "
+            "re-run the same command to retry only the failed ones",
+            file=sys.stderr,
+        )
+    return report.exit_code
