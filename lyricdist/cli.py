@@ -14,6 +14,7 @@ import importlib.util
 import os
 import re
 import sys
+from typing import Callable
 
 COMMANDS = {
     "scrape": ("lyricdist.genius.cli", "fetch lyrics from Genius with Ray into a HuggingFace dataset"),
@@ -59,25 +60,42 @@ def require(module: str, extra: str, what: str):
                              f"install it with: pip install 'lyricdist[{extra}]'") from None
 
 
-def function_parser(func):
-    """A parser whose options are `func`'s typed parameters (required ones positional), help from its docstring."""
+def add_signature_options(parser, func: Callable, positional: str | None = None) -> None:
+    """One option per parameter of `func`, written once there: `--dashed-name` with its type and default, help from
+    its docstring, range checks from its types (PositiveInt, Literal, ...). A parameter without a default is a
+    positional argument, or, when the list parameter `positional` takes the command's words, a required option;
+    a bool is a --flag / --no-flag pair."""
+    import inspect
+    import typing
+
+    import docstring_parser
+    from jsonargparse import ActionYesNo
+
+    hints = typing.get_type_hints(func)
+    helps = {p.arg_name: p.description for p in docstring_parser.parse(func.__doc__ or "").params}
+    for name, param in inspect.signature(func).parameters.items():
+        required = param.default is inspect.Parameter.empty
+        if name == positional:
+            parser.add_argument(name, nargs="*", type=str, default=[], help=helps.get(name))
+        elif required and positional is None:
+            parser.add_argument(name, type=hints[name], help=helps.get(name))
+        elif required:
+            parser.add_argument("--" + name.replace("_", "-"), type=hints[name], required=True, help=helps.get(name))
+        elif hints[name] is bool:
+            parser.add_argument("--" + name.replace("_", "-"), action=ActionYesNo(yes_prefix="", no_prefix="no-"),
+                                default=param.default, help=helps.get(name))
+        else:
+            parser.add_argument("--" + name.replace("_", "-"), type=hints[name], default=param.default,
+                                help=helps.get(name))
+
+
+def function_parser(func: Callable, positional: str | None = None):
+    """A parser for a command that is the typed function `func` (see add_signature_options)."""
     import inspect
 
-    doc = inspect.getdoc(func) or ""
-    parser = new_parser(doc.split("\n\n")[0])
-    parser.add_function_arguments(func, as_group=False, as_positional=True)
-    _dashed_options(parser)
+    parser = new_parser((inspect.getdoc(func) or "").split("\n\n")[0].replace("\n", " "))
+    add_signature_options(parser, func, positional)
     return parser
-
-
-def _dashed_options(parser) -> None:
-    """--max-steps, not --max_steps: the command line's convention for a parameter max_steps."""
-    for action in parser._actions:
-        dashed = [o[:2] + o[2:].replace("_", "-") if o.startswith("--") else o for o in action.option_strings]
-        for old, new in zip(action.option_strings, dashed):
-            if old != new:
-                parser._option_string_actions[new] = parser._option_string_actions.pop(old)
-        action.option_strings[:] = dashed
 
 
 def _command(cmd: str):
@@ -92,18 +110,25 @@ def _command(cmd: str):
     parser = function_parser(func)
 
     def run(args) -> int:
-        kwargs = {k: v for k, v in vars(parser.instantiate(args)).items() if not k.startswith("__")}
-        result = func(**kwargs)
+        result = func(**args.as_dict())
         return result if isinstance(result, int) else 0  # a function returning its product succeeded
 
     return parser, run
 
 
 def _one_line(text: str) -> str:
-    line = " ".join(part.strip() for part in str(text).splitlines() if part.strip())
-    line = re.sub(r'Parser key "(\w+)":', lambda m: "--" + m.group(1).replace("_", "-") + ":", line)
-    # jsonargparse's message for a value that fits none of the types of an `X | None`: keep the reason and value
-    union = re.match(r"(--[\w-]+): Does not validate against any of the Union subtypes .*?- Not of type (\w+): (.*?)"
+    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+
+
+def _argument_error(parser, error: Exception) -> str:
+    """jsonargparse's message in one line, naming options as they are typed (--max-songs, not max_songs)."""
+    option = {a.dest: a.option_strings[0] for a in parser._actions if a.option_strings}
+    line = _one_line(error)
+    line = re.sub(r'Parser key "([\w.]+)":', lambda m: option.get(m.group(1), m.group(1)) + ":", line)
+    line = re.sub(r"(the following arguments are required: )(.*)$",
+                  lambda m: m.group(1) + ", ".join(option.get(n, n) for n in m.group(2).split(", ")), line)
+    # the message for a value that fits none of the types of an `X | None`: keep the reason and the value
+    union = re.match(r"(--[\w.-]+): Does not validate against any of the Union subtypes .*?- Not of type (\w+): (.*?)"
                      r" - Expected a <class 'NoneType'>.*Given value: (.*)$", line)
     if union:
         flag, type_, reason, value = union.groups()
@@ -136,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv[1:])
     except argparse.ArgumentError as e:
-        print(f"lyricdist {cmd}: error: {_one_line(e)} (see `lyricdist {cmd} --help`)", file=sys.stderr)
+        print(f"lyricdist {cmd}: error: {_argument_error(parser, e)} (see `lyricdist {cmd} --help`)", file=sys.stderr)
         return 2
     try:
         return int(run(args) or 0)

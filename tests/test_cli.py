@@ -57,7 +57,7 @@ def test_a_typed_function_is_a_command_with_range_checks_from_its_types(monkeypa
     module.greet = greet
     monkeypatch.setitem(__import__("sys").modules, "lyricdist_fake_cmd", module)
     monkeypatch.setitem(cli.COMMANDS, "greet", ("lyricdist_fake_cmd:greet", "say hello"))
-    assert cli.main(["greet", "Ann", "--times", "2", "--loud", "true"]) == 0
+    assert cli.main(["greet", "Ann", "--times", "2", "--loud"]) == 0
     assert calls == [("Ann", 2, True)]
     with pytest.raises(SystemExit):
         cli.main(["greet", "--help"])

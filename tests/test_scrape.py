@@ -246,12 +246,12 @@ def test_help_lists_every_option_with_its_default(capsys):
 
 
 @pytest.mark.parametrize("argv, problem", [
-    (["--max-songs", "0"], "max_songs"),
-    (["--max-songs", "3", "--rate-limit", "-1"], "rate_limit"),
-    (["--max-songs", "3", "--retries", "-1"], "retries"),
-    (["--max-songs", "3", "--workers", "x"], "workers"),
+    (["--max-songs", "0"], "--max-songs"),
+    (["--max-songs", "3", "--rate-limit", "-1"], "--rate-limit"),
+    (["--max-songs", "3", "--retries", "-1"], "--retries"),
+    (["--max-songs", "3", "--workers", "x"], "--workers"),
     (["--max-songs", "3", "--frobnicate"], "--frobnicate"),
-    ([], "max_songs"),
+    ([], "--max-songs"),
 ])
 def test_bad_arguments_are_one_line_errors(argv, problem, tmp_path, capsys):
     from lyricdist.cli import main

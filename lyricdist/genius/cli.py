@@ -9,34 +9,12 @@ from __future__ import annotations
 
 import inspect
 import sys
-import typing
-from typing import Callable
 
 from .driver import EXIT_ARTISTS_FAILED, scrape
 
 
-def add_signature_options(parser, func: Callable, positional: str) -> None:
-    """One option per parameter of `func`: `--dashed-name`, its type and default, help from its docstring; the
-    parameter `positional` takes the command's positional words; a bool is a --flag / --no-flag pair."""
-    import docstring_parser
-    from jsonargparse import ActionYesNo
-
-    hints = typing.get_type_hints(func)
-    helps = {p.arg_name: p.description for p in docstring_parser.parse(func.__doc__ or "").params}
-    for name, param in inspect.signature(func).parameters.items():
-        if name == positional:
-            parser.add_argument(name, nargs="*", type=str, default=[], help=helps.get(name))
-        elif hints[name] is bool:
-            parser.add_argument("--" + name.replace("_", "-"), action=ActionYesNo(yes_prefix="", no_prefix="no-"),
-                                default=param.default, help=helps.get(name))
-        else:
-            required = param.default is inspect.Parameter.empty
-            parser.add_argument("--" + name.replace("_", "-"), type=hints[name], required=required,
-                                default=None if required else param.default, help=helps.get(name))
-
-
 def cli_parser():
-    from ..cli import new_parser
+    from ..cli import add_signature_options, new_parser
 
     description = inspect.getdoc(scrape).split("\n\n")[0].replace("\n", " ")
     parser = new_parser(f"{description} Exit code {EXIT_ARTISTS_FAILED} when any artist failed (the rest are "
