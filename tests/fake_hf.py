@@ -39,9 +39,33 @@ class Repo:
         return None
 
 
+def _entries(files: dict[str, bytes], prefix: str, recursive: bool, listing: bool = False) -> list[dict]:
+    """Tree entries under `prefix` (a listing: its children; paths-info: the path itself), folders included."""
+    out, folders = [], set()
+    for p, d in sorted(files.items()):
+        if not listing:
+            if p == prefix:
+                out.append({"type": "file", "path": p, "size": len(d), "oid": git_blob_sha(d)})
+            elif p.startswith(prefix + "/"):
+                folders.add(prefix)
+            continue
+        if prefix and not p.startswith(prefix + "/"):
+            continue
+        rest = p[len(prefix) + 1:] if prefix else p
+        parts = rest.split("/")
+        for i in range(1, len(parts)):
+            if recursive or i == 1:
+                folders.add("/".join(([prefix] if prefix else []) + parts[:i]))
+        if recursive or len(parts) == 1:
+            out.append({"type": "file", "path": p, "size": len(d), "oid": git_blob_sha(d)})
+    out += [{"type": "directory", "path": f, "oid": hashlib.sha1(f.encode()).hexdigest()} for f in sorted(folders)]
+    return out
+
+
 class FakeHub:
     def __init__(self):
-        self.repos: dict[str, Repo] = {}
+        self.repos: dict[str, Repo] = {}  # model repos
+        self.datasets: dict[str, Repo] = {}  # dataset repos
         self.requests: list[dict] = []
         self.commits: list[dict] = []  # decoded commit payloads: {"repo", "header", "files": {path: bytes}}
         hub = self
@@ -106,8 +130,8 @@ class FakeHub:
         self.server.server_close()
 
     # ---- state --------------------------------------------------------------------------------------------------
-    def add_commit(self, repo_id: str, files: dict[str, bytes], summary: str = "") -> str:
-        repo = self.repos[repo_id]
+    def add_commit(self, repo_id: str, files: dict[str, bytes], summary: str = "", dataset: bool = False) -> str:
+        repo = (self.datasets if dataset else self.repos)[repo_id]
         repo.files.update(files)
         sha = hashlib.sha1(f"{repo_id}:{len(repo.commits)}:{summary}".encode()).hexdigest()
         repo.commits.append(sha)
@@ -127,10 +151,14 @@ class FakeHub:
             return h._json(200, {"url": f"{self.url}/{repo_id}", "name": repo_id})
         if method == "POST" and path == "/api/validate-yaml":
             return h._json(200, {"errors": [], "warnings": []})
-        m = re.fullmatch(r"/api/models/([^/]+/[^/]+)/(preupload|commit|revision|tree)/([^/]+)(/.*)?", path)
+        m = re.fullmatch(r"/api/(models|datasets)/([^/]+/[^/]+)", path)
+        if m and method == "GET":  # repo info without a revision: main's
+            path = f"{path}/revision/main"
+        m = re.fullmatch(r"/api/(models|datasets)/([^/]+/[^/]+)/(preupload|commit|revision|tree|paths-info)/([^/]+)(/.*)?",
+                         path)
         if m:
-            repo_id, what, revision, _ = m.groups()
-            repo = self.repos.get(repo_id)
+            kind, repo_id, what, revision, sub = m.groups()
+            repo = (self.repos if kind == "models" else self.datasets).get(repo_id)
             if repo is None or (repo.private and not h.headers.get("Authorization")):
                 return h._error(404, "RepoNotFound", f"Repository not found: {repo_id}")
             if what == "preupload":
@@ -153,12 +181,18 @@ class FakeHub:
             if what == "revision":
                 return h._json(200, {"id": repo_id, "modelId": repo_id, "sha": sha, "private": repo.private,
                                      "siblings": [{"rfilename": p} for p in sorted(files)]})
-            return h._json(200, [{"type": "file", "path": p, "size": len(d), "oid": git_blob_sha(d)}
-                                 for p, d in sorted(files.items())])
-        m = re.fullmatch(r"/([^/]+/[^/]+)/resolve/([^/]+)/(.+)", path)
+            if what == "paths-info":
+                from urllib.parse import parse_qs
+
+                wanted = parse_qs(body.decode()).get("paths", [])
+                return h._json(200, [entry for p in wanted for entry in _entries(files, p.strip("/"), True)])
+            prefix = (sub or "").strip("/")
+            recursive = "recursive=true" in query.lower() or "recursive=1" in query
+            return h._json(200, _entries(files, prefix, recursive, listing=True))
+        m = re.fullmatch(r"/(datasets/)?([^/]+/[^/]+)/resolve/([^/]+)/(.+)", path)
         if m and method in ("GET", "HEAD"):
-            repo_id, revision, name = m.groups()
-            repo = self.repos.get(repo_id)
+            dataset, repo_id, revision, name = m.groups()
+            repo = (self.datasets if dataset else self.repos).get(repo_id)
             head = method == "HEAD"
             if repo is None:
                 return h._error(404, "RepoNotFound", f"Repository not found: {repo_id}", head=head)
