@@ -14,6 +14,7 @@ from safetensors.torch import load, save_file
 
 from .errors import LyricdistError
 from .fileio import atomic_dir, atomic_write_json, read_dir_snapshot, readable_dir
+from .hub import local_checkpoint_dir
 from .model import CharRNN, ModelConfig
 from .vocab import Vocab
 
@@ -94,8 +95,9 @@ def _not_found(path: Path) -> LyricdistError:
 
 
 def resolve_checkpoint_dir(path: str | Path) -> Path:
-    """Accept a checkpoint directory, a run's out_dir (best, else last) or a wandb artifact download."""
-    path = _locate(Path(path))
+    """Accept a checkpoint directory, a run's out_dir (best, else last), a wandb artifact download, or a remote
+    reference (hf:REPO_ID[@REVISION], wandb:ENTITY/PROJECT/NAME:ALIAS; downloaded once, see lyricdist.hub)."""
+    path = _locate(local_checkpoint_dir(path))
     if not path.exists():
         raise _not_found(path)
     return path
@@ -103,9 +105,10 @@ def resolve_checkpoint_dir(path: str | Path) -> Path:
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[CharRNN, Vocab, dict]:
     """Load (model in eval mode, vocabulary, config.json contents). Works on CPU for GPU-trained weights.
+    `path` is anything resolve_checkpoint_dir accepts.
 
     All files come from one save even while a trainer replaces the checkpoint (see fileio.read_dir_snapshot)."""
-    names, given = ("config.json", "vocab.json", "model.safetensors"), Path(path)
+    names, given = ("config.json", "vocab.json", "model.safetensors"), local_checkpoint_dir(path)
     path, files = read_dir_snapshot(lambda: _locate(given), names)
     if files is None:
         raise _not_found(path)

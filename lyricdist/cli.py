@@ -23,6 +23,9 @@ COMMANDS = {
     "sample": ("lyricdist.sample", "generate text from a checkpoint"),
     "collab": ("lyricdist.collab", "write a song with two artists' models"),
     "similarity": ("lyricdist.similarity", "siamese LSTM: train, evaluate, embed and score lyrics"),
+    "push": ("lyricdist.hub", "upload a checkpoint with a model card to the Hugging Face Hub"),
+    "app": ("lyricdist.app", "a local web app (Gradio) for two-artist collaborations"),
+    "plot": ("lyricdist.plot", "plot training curves of runs (loss, bits/char, chars/s, lr) into a PNG"),
     "demo": ("lyricdist.demo:run_demo", "the embedded default: prepare the demo corpus, train, print a sample"),
 }
 
@@ -30,6 +33,8 @@ COMMANDS = {
 # command -> (the extra that installs what it needs, the modules it needs)
 EXTRAS = {
     "scrape": ("scrape", ("ray", "lyricsgenius", "rich")),
+    "app": ("app", ("gradio",)),
+    "plot": ("viz", ("matplotlib",)),
 }
 
 

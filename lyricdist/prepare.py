@@ -238,7 +238,8 @@ def cli_parser():
     from .cli import new_parser
 
     p = new_parser("Turn corpora into a character vocabulary and train/validation token arrays.")
-    p.add_argument("sources", nargs="+", help="text files, 'demo', a scraped dataset dir, giitaayan files/archives")
+    p.add_argument("sources", nargs="+", help="text files, 'demo', a scraped dataset dir, giitaayan files/archives, "
+                   "hf:USER/DATASET[:SPLIT], .parquet files")
     p.add_argument("--out", required=True, help="corpus directory to write")
     p.add_argument("--val-fraction", type=float, default=0.1, help="share held out for validation (whole songs)")
     p.add_argument("--seed", type=int, default=1337, help="seed of the song split")
@@ -246,11 +247,15 @@ def cli_parser():
     p.add_argument("--artist", type=list[str] | None, default=None, help="keep only these artists, e.g. [ABBA,Queen]")
     p.add_argument("--script", type=str | None, default=None, help="giitaayan output script: roman, itrans, devanagari")
     p.add_argument("--overwrite", action="store_true", help="replace an existing corpus directory")
+    p.add_argument("--artist-column", default="artist", help="hf:/parquet sources: the artist column")
+    p.add_argument("--lyrics-column", default="lyrics", help="hf:/parquet sources: the lyrics column")
+    p.add_argument("--title-column", default="title", help="hf:/parquet sources: the title column (if present)")
     return p
 
 
 def cli_run(parser, args) -> int:
     options = {"script": args.script} if args.script else {}
+    options.update(artist_column=args.artist_column, lyrics_column=args.lyrics_column, title_column=args.title_column)
     prepare(
         args.sources,
         args.out,

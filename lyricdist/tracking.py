@@ -10,16 +10,17 @@ import json
 import os
 import re
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 from .config import RunConfig
-from .fileio import atomic_write_text
+from .fileio import atomic_write_bytes, atomic_write_text
 
 SECRET_PATTERN = re.compile(r"(access_token|auth_token|secret|api_key|apikey|password)", re.IGNORECASE)
 SECRET_ENV = ("WANDB_API_KEY", "GENIUS_ACCESS_TOKEN")
-METRIC_KEYS = ("step", "train_loss", "val_loss", "val_bpc", "chars_per_sec", "lr")
+METRIC_KEYS = ("step", "train_loss", "val_loss", "val_bpc", "chars_per_sec", "lr", "wall_s")
 
 
 def scrub(obj: Any) -> Any:
@@ -75,9 +76,12 @@ class Tracker:
         self.mode = wandb_mode(cfg)
         self.run = None
         self.run_id = run_id
+        self._started = time.monotonic()
+        self._wall_offset = 0.0
         if not self.main:
             return
         logged_past_resume = self._truncate_metrics(resume_step)
+        self._wall_offset = self._last_wall_s()
         if self.mode is None:
             return
         t = cfg.tracking
@@ -139,12 +143,23 @@ class Tracker:
             atomic_write_text(path, "".join(l + "\n" for l in keep))
         return past
 
+    def _last_wall_s(self) -> float:
+        """wall_s of the last kept metrics row: a resumed run's clock continues from there."""
+        if not self.metrics_path.exists():
+            return 0.0
+        lines = self.metrics_path.read_text(encoding="utf-8").splitlines()
+        last = json.loads(lines[-1]) if lines else {}
+        return float(last.get("wall_s") or 0.0)
+
     def log(self, metrics: dict, step: int) -> None:
+        """One metrics.jsonl row (and wandb history row). wall_s: seconds since training started (resumed runs
+        continue their clock), for `lyricdist plot`'s curves against time."""
         if not self.main:
             return
         row = {k: metrics.get(k) for k in METRIC_KEYS}
         row.update(metrics)
         row["step"] = step
+        row["wall_s"] = round(self._wall_offset + time.monotonic() - self._started, 3)
         with open(self.metrics_path, "a", encoding="utf-8") as f:
             f.write(json.dumps(row) + "\n")
         if self.run is not None:
@@ -177,6 +192,27 @@ class Tracker:
         artifact.add_dir(str(path))
         self.run.log_artifact(artifact, aliases=aliases)
 
+    def log_curves(self) -> None:
+        """The run's curves (`lyricdist plot` of metrics.jsonl) as a wandb image, when wandb is on (main process).
+
+        A plot that cannot be drawn only warns: the trained checkpoints are what matters at this point."""
+        if not self.main or self.run is None or not self.metrics_path.exists():
+            return
+        try:
+            import wandb
+
+            from .plot import read_metrics, render_png
+
+            rows = read_metrics(self.out_dir)
+            png = render_png({self.out_dir.resolve().name: rows}, title=self.out_dir.resolve().name)
+            path = self.out_dir / "curves.png"
+            atomic_write_bytes(path, png)
+            self.run.log({"curves": wandb.Image(str(path), caption="lyricdist plot")}, step=rows[-1]["step"])
+        except Exception as e:  # noqa: BLE001 - matplotlib/PIL/wandb failures are not the run's failure
+            print(f"warning: could not log the curves image to wandb ({type(e).__name__}: {e})", file=sys.stderr)
+
     def finish(self) -> None:
-        """Every process calls this: accelerate finishes the trackers (main) and tears down the process group."""
+        """Every process calls this: the curves image goes to wandb (main), accelerate finishes the trackers and
+        tears down the process group."""
+        self.log_curves()
         self.accelerator.end_training()

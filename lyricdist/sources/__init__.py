@@ -1,7 +1,8 @@
 """Corpus sources for `lyricdist prepare`.
 
 A source is either a collection of songs (split into train/validation by whole song) or one continuous text
-(char-rnn's input.txt: validation is its last fraction). New sources register themselves with
+(char-rnn's input.txt: validation is its last fraction): text files, `demo`, scraped dataset directories,
+giitaayan files, Hub datasets (`hf:USER/DATASET[:SPLIT]`) and parquet files. New sources register themselves with
 `register_source`; `open_source` picks the first whose `detect` accepts the argument, or the one named by a
 `kind:` prefix (`text:notes.txt`, `demo:`).
 """
@@ -93,7 +94,7 @@ def _load_builtin_sources() -> None:
     if _LOADED:
         return
     _LOADED = True
-    from . import demo, text  # noqa: F401  (registration side effect)
+    from . import demo, table, text  # noqa: F401  (registration side effect)
     import importlib
 
     for optional in ("genius", "giitaayan"):

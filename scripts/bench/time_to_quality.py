@@ -227,25 +227,16 @@ def report(results: dict, target: float | None, args) -> list[dict]:
 
 
 def write_png(path: str, results: dict, target: float | None, title: str) -> None:
-    import matplotlib
+    """Both arms' curves through `lyricdist plot`'s figure: val loss (nats, bits/char) against step and against
+    training seconds, and cumulative chars/s."""
+    from lyricdist.fileio import atomic_write_bytes
+    from lyricdist.plot import render_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for arm, r in results.items():
-        pts = r["points"]
-        ax.plot([p["train_s"] for p in pts], [p["val_loss"] for p in pts], marker="o", label=arm)
-    if target is not None:
-        ax.axhline(target, color="grey", linestyle="--", label=f"target {target:g}")
-    ax.set_xlabel("training seconds (evaluation excluded)")
-    ax.set_ylabel("validation loss (nats/char)")
-    ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    runs = {arm: [{"step": p["steps"], "wall_s": p["train_s"], "val_loss": p["val_loss"],
+                   "chars_per_sec": p["chars"] / p["train_s"] if p["train_s"] else None} for p in r["points"]]
+            for arm, r in results.items()}
+    atomic_write_bytes(path, render_png(runs, title=title, target=target,
+                                        time_label="training seconds (evaluation excluded)"))
 
 
 def main() -> None:

@@ -1,0 +1,255 @@
+"""Checkpoints on the Hugging Face Hub and in wandb: one place that turns a checkpoint reference into a directory,
+and `lyricdist push`.
+
+A checkpoint reference is a local directory, `hf:REPO_ID[@REVISION]` (downloaded with huggingface_hub into its
+cache) or `wandb:ENTITY/PROJECT/NAME[:ALIAS]` (a model artifact, downloaded with the wandb API). Every command
+that loads a checkpoint goes through lyricdist.checkpoint, which calls `local_checkpoint_dir` here, so sample,
+collab, app and the memorisation check take all three without code of their own. Tokens come from the
+environment (HF_TOKEN, WANDB_API_KEY) or the libraries' own logins; they are never printed or saved.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+from .errors import LyricdistError
+
+CHECKPOINT_FILES = ("config.json", "vocab.json", "model.safetensors")
+HF_PREFIX, WANDB_PREFIX = "hf:", "wandb:"
+HF_LOGIN = "`hf auth login` (or set HF_TOKEN)"
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def is_remote(ref: str | os.PathLike) -> bool:
+    ref = str(ref)
+    return ref.startswith((HF_PREFIX, WANDB_PREFIX)) and not Path(ref).exists()
+
+
+_RESOLVED: dict[str, Path] = {}  # remote reference -> its download, once per process (the Hub is asked once)
+
+
+def local_checkpoint_dir(ref: str | os.PathLike) -> Path:
+    """The local directory for a checkpoint reference, downloading (or reusing the cached copy of) a remote one."""
+    if not is_remote(ref):
+        return Path(ref)
+    ref = str(ref)
+    if ref not in _RESOLVED:
+        path = _from_hf(ref[len(HF_PREFIX):]) if ref.startswith(HF_PREFIX) else _from_wandb(ref[len(WANDB_PREFIX):])
+        _verify(path, ref)
+        _RESOLVED[ref] = path
+    return _RESOLVED[ref]
+
+
+def _verify(path: Path, ref: str) -> None:
+    missing = [name for name in CHECKPOINT_FILES if not (path / name).is_file()]
+    if missing:
+        raise LyricdistError(f"{ref} is not a lyricdist checkpoint (it has no {', '.join(missing)}); "
+                             f"push one with `lyricdist push CHECKPOINT REPO_ID`")
+    from .checkpoint import CHECKPOINT_FORMAT
+
+    try:
+        fmt = json.loads((path / "config.json").read_text(encoding="utf-8")).get("format")
+    except (ValueError, UnicodeDecodeError, AttributeError):
+        fmt = None
+    if fmt != CHECKPOINT_FORMAT:
+        raise LyricdistError(f"{ref} is not a lyricdist checkpoint (config.json format is {fmt!r}, "
+                             f"not {CHECKPOINT_FORMAT!r})")
+
+
+# ---- Hugging Face Hub ------------------------------------------------------------------------------------------
+def parse_hf(spec: str) -> tuple[str, str | None]:
+    """'user/repo@rev' -> ('user/repo', 'rev')."""
+    repo_id, _, revision = spec.partition("@")
+    if not _REPO_ID.match(repo_id) or (spec.count("@") and not revision):
+        raise LyricdistError(f"hf:{spec} is not a Hub model reference; write hf:USER/REPO or hf:USER/REPO@REVISION")
+    return repo_id, revision or None
+
+
+def _from_hf(spec: str) -> Path:
+    repo_id, revision = parse_hf(spec)
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    ref = f"hf:{spec}"
+    try:
+        path = snapshot_download(repo_id, revision=revision, allow_patterns=[*CHECKPOINT_FILES, "README.md"])
+    except RevisionNotFoundError:
+        raise LyricdistError(f"{ref}: revision {revision!r} not found in {repo_id}; check the branch, tag or commit") from None
+    except (RepositoryNotFoundError, GatedRepoError):
+        raise LyricdistError(f"{ref}: no such model repo on the Hub, or it is private: check the id, or log in "
+                             f"with {HF_LOGIN}") from None
+    except LocalEntryNotFoundError:
+        raise LyricdistError(f"{ref}: the Hub cannot be reached and the model is not in the local cache; connect "
+                             f"(and unset HF_HUB_OFFLINE) to download it once") from None
+    except HfHubHTTPError as e:
+        raise LyricdistError(f"{ref}: the Hub refused the download ({_http_summary(e)})") from None
+    return Path(path)
+
+
+def _http_summary(e: Exception) -> str:
+    response = getattr(e, "response", None)
+    status = getattr(response, "status_code", None)
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return f"HTTP {status}: {first}" if status else first
+
+
+# ---- wandb -----------------------------------------------------------------------------------------------------
+def parse_wandb(spec: str) -> tuple[str, str]:
+    """'entity/project/name:alias' -> ('entity/project/name', 'alias'); the alias defaults to 'latest'."""
+    path, _, alias = spec.partition(":")
+    if path.count("/") != 2 or not all(path.split("/")):
+        raise LyricdistError(f"wandb:{spec} is not a model artifact reference; write wandb:ENTITY/PROJECT/NAME:ALIAS "
+                             f"(e.g. wandb:me/lyricdist/model-abc123:best)")
+    return path, alias or "latest"
+
+
+def _cache_root() -> Path:
+    return Path(os.environ.get("LYRICDIST_CACHE") or Path.home() / ".cache" / "lyricdist")
+
+
+def _from_wandb(spec: str) -> Path:
+    path, alias = parse_wandb(spec)
+    import wandb
+
+    ref = f"wandb:{spec}"
+    try:
+        artifact = wandb.Api().artifact(f"{path}:{alias}", type="model")
+    except Exception as e:  # noqa: BLE001 - wandb raises CommError, ValueError, UsageError...
+        raise LyricdistError(f"{ref}: the wandb API could not find this model artifact ({type(e).__name__}: "
+                             f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}); check the name and alias, "
+                             f"and log in with `wandb login` (or set WANDB_API_KEY)") from None
+    root = _cache_root() / "wandb" / path / artifact.version
+    try:
+        return Path(artifact.download(root=str(root)))
+    except Exception as e:  # noqa: BLE001
+        raise LyricdistError(f"{ref}: download failed ({type(e).__name__}: {e})") from None
+
+
+# ---- push ------------------------------------------------------------------------------------------------------
+def _corpus_summary(config: dict) -> list[str]:
+    corpus = config.get("corpus")
+    meta_path = Path(corpus) / "meta.json" if corpus else None
+    if not meta_path or not meta_path.is_file():
+        return [f"- corpus: `{corpus}` (not available where this card was written)" if corpus else "- corpus: unknown"]
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    splits, songs = meta.get("splits", {}), meta.get("songs", {})
+    sources = ", ".join(s.get("source", "?") for s in meta.get("sources", [])) or "?"
+    return [
+        f"- corpus: {sources}",
+        f"- characters: {splits.get('train', {}).get('chars', 0):,} training, {splits.get('val', {}).get('chars', 0):,} "
+        f"validation" + (f"; {songs.get('train', 0)} + {songs.get('val', 0)} songs (split by song)" if songs else ""),
+        f"- artists ({len(meta.get('artists', []))}): {', '.join(meta.get('artists', [])[:20]) or '-'}",
+        f"- lowercased: {meta.get('lowercase')}",
+    ]
+
+
+def model_card(checkpoint_dir: Path, repo_id: str, sample_text: str) -> str:
+    """README.md for the Hub: YAML metadata, then shape, corpus, validation loss, a sample and how to sample."""
+    import math
+
+    from huggingface_hub import ModelCardData
+
+    config = json.loads((checkpoint_dir / "config.json").read_text(encoding="utf-8"))
+    m = config.get("model", {})
+    artists = config.get("artists") or []
+    data = ModelCardData(library_name="lyricdist", pipeline_tag="text-generation",
+                         tags=["lyricdist", "char-rnn", m.get("cell", "lstm"), "lyrics"])
+    val = config.get("val_loss")
+    loss = (f"{val:.4f} nats/char ({val / math.log(2):.4f} bits/char) at step {config.get('step')}"
+            if isinstance(val, (int, float)) else "not evaluated")
+    inputs = f"a {m.get('embedding_dim')}-d character embedding" if m.get("embedding_dim") else "one-hot characters"
+    conditioned = (f", conditioned on {m.get('artist_embedding_dim')}-d artist embeddings"
+                   if m.get("artist_embedding_dim") else "")
+    fence = "```"
+    lines = [
+        "---", data.to_yaml(), "---", "",
+        f"# {repo_id.split('/')[-1]}", "",
+        "A character-level recurrent lyric generator trained with [lyricdist](https://github.com/) "
+        "(safetensors weights, config.json and vocab.json; nothing is unpickled on load).", "",
+        "## Model", "",
+        f"- {m.get('num_layers')} x {m.get('hidden_size')} {m.get('cell', 'lstm').upper()} over {inputs}"
+        f"{conditioned}; dropout {m.get('dropout', 0)}",
+        f"- vocabulary: {config.get('vocab_size')} characters",
+        f"- artists: {', '.join(artists) if artists else '-'}", "",
+        "## Training data", "", *_corpus_summary(config), "",
+        "## Evaluation", "", f"- validation loss: {loss}",
+        f"- training loss: {config['train_loss']:.4f} nats/char" if isinstance(config.get("train_loss"), float) else "",
+        "", "## Sample", "", "Seed 0, temperature 0.8:", "", fence + "text", sample_text.rstrip("\n"), fence, "",
+        "## Use it", "", fence + "bash", "pip install lyricdist",
+        f"lyricdist sample hf:{repo_id} --length 500 --temperature 0.5 1.0"
+        + (f" --artist {json.dumps(artists[0])}" if m.get("artist_embedding_dim") and artists else ""),
+        f"lyricdist collab hf:{repo_id} OTHER_CHECKPOINT --mode alternate --seed 0",
+        f"lyricdist app hf:{repo_id} OTHER_CHECKPOINT", fence, "",
+    ]
+    return "\n".join(lines)
+
+
+def push(checkpoint: str, repo_id: str, private: bool = False, revision: str | None = None,
+         message: str | None = None) -> str:
+    """Upload a checkpoint to the Hugging Face Hub with a generated model card (README.md); returns the commit URL.
+
+    Args:
+        checkpoint: a checkpoint directory or a run's out_dir (its best, else last)
+        repo_id: USER/REPO on the Hub (created if missing)
+        private: create the repo private (an existing repo keeps its visibility)
+        revision: branch to commit to (default: main)
+        message: commit message
+    """
+    from huggingface_hub import CommitOperationAdd, HfApi, get_token
+    from huggingface_hub.errors import HfHubHTTPError
+
+    from .checkpoint import resolve_checkpoint_dir
+    from .sample import sample
+
+    if not _REPO_ID.match(repo_id):
+        raise LyricdistError(f"REPO_ID {repo_id!r} is not a Hub repo id; write USER/REPO")
+    path = resolve_checkpoint_dir(checkpoint)
+    if is_remote(checkpoint):
+        raise LyricdistError(f"{checkpoint} is already remote; push a local checkpoint directory")
+    config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    artists = config.get("artists") or []
+    conditioned = config.get("model", {}).get("artist_embedding_dim")
+    text = sample(str(path), length=300, temperature=[0.8], seed=0,
+                  artist=artists[0] if conditioned and artists else None)[0].text
+    if not get_token():
+        raise LyricdistError(f"no Hugging Face token: log in with {HF_LOGIN}")
+    card = model_card(path, repo_id, text)
+    ops = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(path / name)) for name in CHECKPOINT_FILES]
+    ops.append(CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=card.encode("utf-8")))
+    api = HfApi()
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        info = api.create_commit(repo_id, ops, revision=revision,
+                                 commit_message=message or f"Upload lyricdist checkpoint (step {config.get('step')})")
+    except HfHubHTTPError as e:
+        status = getattr(getattr(e, "response", None), "status_code", None)
+        hint = f"; log in with {HF_LOGIN} using a token with write access" if status in (401, 403) else ""
+        raise LyricdistError(f"push to {repo_id} failed ({_http_summary(e)}){hint}") from None
+    return info.commit_url
+
+
+def cli_parser():
+    from .cli import new_parser
+
+    p = new_parser("Upload a checkpoint to the Hugging Face Hub with a model card; sample it with hf:REPO_ID.")
+    p.add_argument("checkpoint", help="checkpoint directory or a run's out_dir")
+    p.add_argument("repo_id", help="USER/REPO on the Hub")
+    p.add_argument("--private", action="store_true", help="create the repo private (an existing one keeps its visibility)")
+    p.add_function_arguments(push, skip={"checkpoint", "repo_id", "private"})
+    return p
+
+
+def cli_run(parser, args) -> int:
+    url = push(args.checkpoint, args.repo_id, private=args.private, revision=args.revision, message=args.message)
+    print(f"pushed {args.checkpoint} to {args.repo_id}: {url}")
+    print(f"sample it with: lyricdist sample hf:{args.repo_id}")
+    return 0

@@ -1,0 +1,143 @@
+"""Checkpoints on the Hub: `lyricdist push` and hf:REPO_ID[@REV] references, against a fake Hub on 127.0.0.1
+(tests/fake_hf.py) that huggingface_hub itself talks to (HF_ENDPOINT); wandb: references' parsing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import run_cli, tiny_config
+from fake_hf import FakeHub, Repo
+from lyricdist.train import train
+
+FAKE_HF_TOKEN = "hf_" + "FAKEtoken" * 4
+
+
+@pytest.fixture(scope="module")
+def checkpoint(demo_corpus, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("hub") / "run"
+    train(tiny_config(demo_corpus, out, "--train.max_steps=20", "--samples.enabled=false"))
+    return out / "checkpoints" / "best"
+
+
+@pytest.fixture
+def hub(tmp_path):
+    with FakeHub() as hub:
+        hub.env = {"HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0", "HF_TOKEN": FAKE_HF_TOKEN,
+                   "HF_HOME": str(tmp_path / "hf-home"), "HF_HUB_DISABLE_TELEMETRY": "1",
+                   "HF_HUB_DISABLE_PROGRESS_BARS": "1", "HF_HUB_DISABLE_XET": "1"}
+        yield hub
+
+
+def _front_matter(card: str) -> dict:
+    assert card.startswith("---\n"), card[:100]
+    return yaml.safe_load(card.split("---\n")[1])
+
+
+def test_push_commits_the_checkpoint_and_a_model_card(hub, checkpoint):
+    proc = run_cli("push", str(checkpoint), "me/lyrics", "--private", env=hub.env)
+    assert "me/lyrics" in proc.stdout and "lyricdist sample hf:me/lyrics" in proc.stdout
+    assert FAKE_HF_TOKEN not in proc.stdout + proc.stderr
+    assert hub.repos["me/lyrics"].private
+    (commit,) = hub.commits
+    assert set(commit["files"]) == {"config.json", "vocab.json", "model.safetensors", "README.md"}
+    for name in ("config.json", "vocab.json", "model.safetensors"):
+        assert commit["files"][name] == (checkpoint / name).read_bytes(), name
+    assert all(r["headers"].get("authorization") == f"Bearer {FAKE_HF_TOKEN}"
+               for r in hub.requests if r["method"] == "POST")
+
+    card = commit["files"]["README.md"].decode()
+    meta = _front_matter(card)
+    assert meta["library_name"] == "lyricdist" and meta["pipeline_tag"] == "text-generation"
+    assert "lyricdist" in meta["tags"]
+    config = json.loads((checkpoint / "config.json").read_text())
+    assert "1 x 32 LSTM" in card  # configs/tiny.yaml's shape
+    assert f"{config['val_loss']:.4f} nats/char" in card and "bits/char" in card
+    assert "lyricdist sample hf:me/lyrics" in card
+    assert "- corpus: demo" in card  # the corpus summary, read from the corpus's meta.json
+    # The card's sample is what `lyricdist sample` writes with the card's settings.
+    local = run_cli("sample", str(checkpoint), "--length", "300", "--temperature", "0.8", "--seed", "0").stdout
+    assert local.rstrip("\n") in card
+
+
+def test_hf_reference_samples_like_the_local_checkpoint_and_is_cached(hub, checkpoint, tmp_path):
+    run_cli("push", str(checkpoint), "me/lyrics", env=hub.env)
+    args = ["--length", "80", "--seed", "3", "--temperature", "0.7"]
+    local = run_cli("sample", str(checkpoint), *args).stdout
+    assert run_cli("sample", "hf:me/lyrics", *args, env=hub.env).stdout == local
+    downloads = [r for r in hub.requests if r["method"] == "GET" and "/resolve/" in r["path"]]
+    assert {Path(r["path"]).name for r in downloads} >= {"config.json", "vocab.json", "model.safetensors"}
+    # Cached: with the Hub unreachable (offline mode) the same reference still loads.
+    offline = {**hub.env, "HF_HUB_OFFLINE": "1"}
+    assert run_cli("sample", "hf:me/lyrics", *args, env=offline).stdout == local
+    # The memorisation check on a downloaded checkpoint, with the corpus given.
+    corpus = json.loads((checkpoint / "config.json").read_text())["corpus"]
+    proc = run_cli("sample", "hf:me/lyrics", *args, "--check-memorization", "--corpus", f"[{corpus}]", env=hub.env)
+    assert "memorisation" in proc.stderr
+
+
+def test_hf_revision_pins_a_commit_and_collab_takes_references(hub, checkpoint, tmp_path):
+    run_cli("push", str(checkpoint), "me/lyrics", env=hub.env)
+    first = hub.repos["me/lyrics"].commits[0]
+    # A second commit on main replaces the weights with another model's.
+    other = tmp_path / "other"
+    import shutil
+
+    shutil.copytree(checkpoint, other)
+    state = other / "model.safetensors"
+    from safetensors.torch import load_file, save_file
+
+    weights = {k: v * 0.5 for k, v in load_file(str(state)).items()}
+    save_file(weights, str(state), metadata={"format": "pt"})
+    run_cli("push", str(other), "me/lyrics", env=hub.env)
+    assert len(hub.repos["me/lyrics"].commits) == 2
+    args = ["--length", "60", "--seed", "1"]
+    pinned = run_cli("sample", f"hf:me/lyrics@{first}", *args, env=hub.env).stdout
+    assert pinned == run_cli("sample", str(checkpoint), *args).stdout
+    assert run_cli("sample", "hf:me/lyrics", *args, env=hub.env).stdout == run_cli("sample", str(other), *args).stdout
+
+    song_local, song_hub = tmp_path / "local.json", tmp_path / "hub.json"
+    run_cli("collab", str(checkpoint), str(other), "--seed", "2", "--turns", "2", "--lines", "2", "--out", str(song_local))
+    run_cli("collab", f"hf:me/lyrics@{first}", "hf:me/lyrics", "--seed", "2", "--turns", "2", "--lines", "2",
+            "--out", str(song_hub), env=hub.env)
+    texts = [[s["text"] for s in json.loads(p.read_text())["segments"]] for p in (song_local, song_hub)]
+    assert texts[0] == texts[1]
+
+
+@pytest.mark.parametrize(
+    "ref, message",
+    [
+        ("hf:me/absent", "no such model repo on the Hub, or it is private"),
+        ("hf:me/lyrics@nope", "revision 'nope' not found"),
+        ("hf:not a repo", "is not a Hub model reference"),
+        ("hf:me/bert", "is not a lyricdist checkpoint"),
+        ("wandb:just-a-name", "is not a model artifact reference"),
+    ],
+)
+def test_bad_references_are_one_line_errors(hub, checkpoint, ref, message):
+    for repo in ("me/lyrics", "me/bert"):
+        hub.repos[repo] = Repo(private=False)
+    hub.add_commit("me/lyrics", {p.name: p.read_bytes() for p in checkpoint.iterdir()})
+    hub.add_commit("me/bert", {"config.json": b'{"model_type": "bert"}', "vocab.json": b"{}",
+                               "model.safetensors": b"x"})
+    proc = run_cli("sample", ref, "--length", "10", env=hub.env, check=False)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.count("\n") == 1 and message in proc.stderr, proc.stderr
+
+
+def test_push_without_a_token_says_how_to_log_in(hub, checkpoint):
+    proc = run_cli("push", str(checkpoint), "me/lyrics", env={**hub.env, "HF_TOKEN": ""}, check=False)
+    assert proc.returncode == 1 and "hf auth login" in proc.stderr and proc.stderr.count("\n") == 1
+    assert not hub.commits
+
+
+def test_reference_parsing():
+    from lyricdist.hub import parse_hf, parse_wandb
+
+    assert parse_hf("me/lyrics") == ("me/lyrics", None)
+    assert parse_hf("me/lyrics@v1.0") == ("me/lyrics", "v1.0")
+    assert parse_wandb("ent/proj/model-abc:best") == ("ent/proj/model-abc", "best")
+    assert parse_wandb("ent/proj/model-abc") == ("ent/proj/model-abc", "latest")
