@@ -52,6 +52,53 @@ def _split_songs(songs: list[Song], artist_ids: list[int], val_fraction: float, 
     return is_val
 
 
+def _credits(song: Song) -> list[str]:
+    return list(song.meta.get("artists") or [song.artist]) if isinstance(song.meta, dict) else [song.artist]
+
+
+def _select_artists(songs: list[Song], artists: Sequence[str] | None, exclude: Sequence[str] | None) -> list[Song]:
+    if artists:
+        wanted = {a.casefold(): a for a in artists}
+        found = {c.casefold() for s in songs for c in _credits(s)} & set(wanted)
+        if set(wanted) - found:
+            missing = sorted(wanted[a] for a in set(wanted) - found)
+            raise LyricdistError(f"artists not found in the sources: {missing}; check --artist spelling")
+        kept = []
+        for s in songs:
+            match = next((c for c in _credits(s) if c.casefold() in wanted), None)
+            if match is not None:
+                kept.append(Song(text=s.text, artist=match, title=s.title, meta=s.meta))
+        songs = kept
+    if exclude:
+        dropped = {a.casefold() for a in exclude}
+        songs = [s for s in songs if s.artist.casefold() not in dropped]
+        if not songs:
+            raise LyricdistError(f"--exclude-artist {list(exclude)} leaves no songs; exclude fewer artists")
+    return songs
+
+
+def _cap_songs(songs: list[Song], cap: int, seed: int) -> list[Song]:
+    rng = np.random.default_rng(seed + 2)
+    by_artist: dict[str, list[int]] = {}
+    for i, s in enumerate(songs):
+        by_artist.setdefault(s.artist, []).append(i)
+    keep = sorted(i for members in by_artist.values() for i in (members if len(members) <= cap else
+                  rng.choice(members, cap, replace=False).tolist()))
+    return [songs[i] for i in keep]
+
+
+def _artist_stats(songs: list[Song], song_artists: list[int], is_val: np.ndarray, names: list[str]) -> dict:
+    """Per artist: songs on each side of the split, characters, and songs that credit someone else too."""
+    stats = {n: {"songs": 0, "train_songs": 0, "val_songs": 0, "chars": 0, "shared_credit": 0} for n in names}
+    for song, a, val in zip(songs, song_artists, is_val):
+        row = stats[names[a]]
+        row["songs"] += 1
+        row["val_songs" if val else "train_songs"] += 1
+        row["chars"] += len(song.text)
+        row["shared_credit"] += len(_credits(song)) > 1
+    return stats
+
+
 def _check_out_dir(out: Path, overwrite: bool) -> None:
     if not out.exists():
         return
@@ -72,11 +119,20 @@ def prepare(
     seed: int = 1337,
     lowercase: bool | None = None,
     artists: Sequence[str] | None = None,
+    exclude_artists: Sequence[str] | None = None,
+    max_songs_per_artist: int | None = None,
     overwrite: bool = False,
     source_options: dict | None = None,
     quiet: bool = False,
 ) -> dict:
-    """Build a training corpus from SOURCES; returns the statistics also written to meta.json."""
+    """Build a training corpus from SOURCES; returns the statistics also written to meta.json.
+
+    `artists` keeps only songs by these artists (case-insensitive); a song crediting several people
+    (`Song.meta["artists"]`, e.g. giitaayan with an artist field) is kept if any of them is wanted, and goes to the
+    first wanted one. `exclude_artists` then drops songs by these artists (e.g. `unknown`), and
+    `max_songs_per_artist` keeps a random (by `seed`) subset of that many songs of each artist, in source order."""
+    if max_songs_per_artist is not None and max_songs_per_artist <= 0:
+        raise LyricdistError(f"--max-songs-per-artist must be positive, got {max_songs_per_artist}")
     if not sources:
         raise LyricdistError("no SOURCE given; e.g. `lyricdist prepare demo --out corpus/demo`")
     if not 0 <= val_fraction < 1:
@@ -119,12 +175,9 @@ def prepare(
                 doc.n_chars += len(chunk)
             texts.append(doc)
             source_stats.append({"source": src.name, "chars": doc.n_chars})
-    if artists:
-        wanted = {a.casefold() for a in artists}
-        found = {s.artist.casefold() for s in songs if s.artist.casefold() in wanted}
-        if wanted - found:
-            raise LyricdistError(f"artists not found in the sources: {sorted(wanted - found)}; check --artist spelling")
-        songs = [s for s in songs if s.artist.casefold() in wanted]
+    songs = _select_artists(songs, artists, exclude_artists)
+    if max_songs_per_artist:
+        songs = _cap_songs(songs, max_songs_per_artist, seed)
     for song in songs:
         seen[np.unique(codepoints(song.text))] = True
     total_chars = sum(len(s.text) for s in songs) + sum(d.n_chars for d in texts)
@@ -205,6 +258,7 @@ def prepare(
             "songs_per_artist": {
                 name: int(sum(1 for a in song_artists if a == i)) for i, name in enumerate(artist_names)
             },
+            "artist_stats": _artist_stats(songs, song_artists, is_val, artist_names),
             "seconds": round(time.time() - t0, 3),
         }
         atomic_write_json(tmp / "meta.json", meta)
@@ -244,8 +298,13 @@ def cli_parser():
     p.add_argument("--val-fraction", type=float, default=0.1, help="share held out for validation (whole songs)")
     p.add_argument("--seed", type=int, default=1337, help="seed of the song split")
     p.add_argument("--lowercase", action=ActionYesNo(yes_prefix="", no_prefix="no-"), default=None, help="lowercase text (--lowercase / --no-lowercase; default: on for lyrics)")
-    p.add_argument("--artist", type=list[str] | None, default=None, help="keep only these artists, e.g. [ABBA,Queen]")
+    p.add_argument("--artist", nargs="+", default=None,
+                   help="keep only these artists: --artist Gulzar, --artist 'Anand Bakshi' Gulzar or [ABBA,Queen]")
+    p.add_argument("--exclude-artist", nargs="+", default=None, help="leave out these artists, e.g. unknown")
+    p.add_argument("--max-songs-per-artist", type=int | None, default=None, help="keep a random subset of each artist")
     p.add_argument("--script", type=str | None, default=None, help="giitaayan output script: roman, itrans, devanagari")
+    p.add_argument("--artist-field", type=str | None, default=None,
+                   help="giitaayan: artist from this metadata field: lyricist, singer, music or film")
     p.add_argument("--overwrite", action="store_true", help="replace an existing corpus directory")
     p.add_argument("--artist-column", default="artist", help="hf:/parquet sources: the artist column")
     p.add_argument("--lyrics-column", default="lyrics", help="hf:/parquet sources: the lyrics column")
@@ -253,8 +312,19 @@ def cli_parser():
     return p
 
 
+def name_list(values: Sequence[str] | None) -> list[str] | None:
+    """Command-line names: each argument one name, or one `[A,B]` list (the form earlier versions took)."""
+    if not values:
+        return None
+    names = []
+    for v in values:
+        v = v.strip()
+        names += [n.strip() for n in v[1:-1].split(",")] if v.startswith("[") and v.endswith("]") else [v]
+    return [n for n in names if n] or None
+
+
 def cli_run(parser, args) -> int:
-    options = {"script": args.script} if args.script else {}
+    options = {k: v for k, v in (("script", args.script), ("artist_field", args.artist_field)) if v}
     options.update(artist_column=args.artist_column, lyrics_column=args.lyrics_column, title_column=args.title_column)
     prepare(
         args.sources,
@@ -262,7 +332,9 @@ def cli_run(parser, args) -> int:
         val_fraction=args.val_fraction,
         seed=args.seed,
         lowercase=args.lowercase,
-        artists=args.artist,
+        artists=name_list(args.artist),
+        exclude_artists=name_list(args.exclude_artist),
+        max_songs_per_artist=args.max_songs_per_artist,
         overwrite=args.overwrite,
         source_options=options,
     )

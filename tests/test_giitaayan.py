@@ -23,7 +23,9 @@ from lyricdist.sources.giitaayan import (
     itrans_to_devanagari,
     itrans_to_roman,
     iter_isb_files,
+    UNKNOWN_ARTIST,
     parse_isb,
+    split_names,
     to_dataset,
 )
 
@@ -227,7 +229,7 @@ def test_detection_and_errors(tmp_path):
 def test_to_dataset_columns():
     ds = to_dataset(FIXTURES, script="itrans")
     meta_columns = ["stitle", "film", "year", "starring", "singer", "music", "lyrics"]
-    assert ds.column_names == ["text", "title", "file", *meta_columns]
+    assert ds.column_names == ["text", "artist", "title", "file", *meta_columns]
     assert ds.num_rows == 7
     assert ds[0]["music"] == "Made-Up Director" and ds[0]["title"] == "##Rainy Day## baadal gaa_e"
     assert ds[1]["singer"] == "One" and ds[2]["music"] == "Other Director"
@@ -289,3 +291,63 @@ def test_shared_archive_counts_and_no_markup_survives():
                         leaked.append((name, line))
     assert labels > 5000 and leaked[:1] == [], f"{len(leaked)} lines, e.g. {leaked[:5]}"
     assert time.time() - t0 < 60
+
+
+@pytest.mark.parametrize(
+    "field,names",
+    [
+        ("Anand Bakshi", ["Anand Bakshi"]),
+        ("Anand Bakshi ?", ["Anand Bakshi"]),
+        ("Gulzar, Tejpal Kaur", ["Gulzar", "Tejpal Kaur"]),
+        ("Prem Dhawan or Anand Bakshi?", ["Prem Dhawan", "Anand Bakshi"]),
+        ("Rafi & Lata, Rafi", ["Rafi", "Lata"]),
+        ("D. N. Madhok", ["D N Madhok"]),
+        ("anand  bakshi", ["Anand Bakshi"]),
+        ("Laxmikant-Pyarelal", ["Laxmikant-Pyarelal"]),
+        ("", []),
+    ],
+)
+def test_split_names(field, names):
+    assert split_names(field) == names
+
+
+def test_artist_field_takes_the_artist_from_the_metadata():
+    songs = list(GiitaayanSource(str(FIXTURES), artist_field="singer").songs())
+    by_title = {s.title: s for s in songs}
+    first = next(s for s in songs if s.meta["singer"] == "Test Singer, Second Singer")
+    assert first.artist == "Test Singer" and first.meta["artists"] == ["Test Singer", "Second Singer"]
+    assert [by_title[t].artist for t in ("pahalaa giit", "duusaraa giit")] == ["One", "Two"]
+    blank = [s for s in songs if not s.meta["singer"].strip()]
+    assert blank and all(s.artist == UNKNOWN_ARTIST and s.meta["artists"] == [UNKNOWN_ARTIST] for s in blank)
+    assert {s.artist for s in GiitaayanSource(str(FIXTURES)).songs()} == {"giitaayan"}  # default unchanged
+    with pytest.raises(LyricdistError, match="--artist-field 'poet' is not one of"):
+        GiitaayanSource(str(FIXTURES), artist_field="poet")
+
+
+def test_prepare_with_an_artist_field_a_single_name_and_exclusion(tmp_path):
+    out = tmp_path / "lyricists"
+    run_cli("prepare", str(FIXTURES), "--out", str(out), "--artist-field", "lyricist", "--exclude-artist", "unknown",
+            timeout=120)
+    meta = json.loads((out / "meta.json").read_text())
+    poet = sum(1 for s in GiitaayanSource(str(FIXTURES)).songs() if s.meta["lyrics"] == "Some Poet")
+    assert meta["artists"] == ["Some Poet"] and meta["songs"]["train"] + meta["songs"]["val"] == poet
+    stats = meta["artist_stats"]["Some Poet"]
+    assert stats["songs"] == poet and stats["train_songs"] + stats["val_songs"] == poet and stats["chars"] > 0
+    singers = tmp_path / "lata"
+    run_cli("prepare", str(FIXTURES), "--out", str(singers), "--artist-field", "singer", "--artist", "lata",
+            timeout=120)  # one bare name (not a [list]); matches a co-credited singer too
+    assert json.loads((singers / "meta.json").read_text())["artists"] == ["Lata"]
+    both = tmp_path / "both"
+    run_cli("prepare", str(FIXTURES), "--out", str(both), "--artist-field", "singer", "--artist", "One", "Two",
+            "--val-fraction", "0", timeout=120)
+    assert sorted(json.loads((both / "meta.json").read_text())["artists"]) == ["One", "Two"]
+
+
+def test_shared_archive_lyricists():
+    songs = list(GiitaayanSource(str(shared_file("giitaayan-isb.tar.gz")), artist_field="lyricist").songs())
+    counts = {}
+    for s in songs:
+        for name in s.meta["artists"]:
+            counts[name] = counts.get(name, 0) + 1
+    assert counts["Anand Bakshi"] > 900 and counts["Gulzar"] > 200  # 940 and 211 when measured
+    assert sum(s.artist == UNKNOWN_ARTIST for s in songs) > 400  # 441 blank \lyrics{} fields

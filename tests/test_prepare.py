@@ -8,6 +8,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
+from conftest import run_cli
 from lyricdist.data import Corpus
 from lyricdist.errors import LyricdistError
 from lyricdist.prepare import prepare
@@ -124,3 +125,27 @@ def test_tinyshakespeare_prepares_like_char_rnn(tmp_path):
     assert meta["vocab_size"] == 65 and meta["dtype"] == "uint8" and meta["lowercase"] is False
     assert meta["splits"]["val"]["chars"] == round(n * 0.1)
     assert meta["splits"]["train"]["chars"] + meta["splits"]["val"]["chars"] == n
+
+
+def test_max_songs_per_artist_and_per_artist_stats(tmp_path):
+    full = prepare(["demo"], str(tmp_path / "full"), quiet=True)
+    capped = prepare(["demo"], str(tmp_path / "capped"), max_songs_per_artist=10, quiet=True)
+    assert all(n > 10 for n in full["songs_per_artist"].values())
+    assert capped["songs_per_artist"] == {a: 10 for a in full["artists"]}
+    for name, row in capped["artist_stats"].items():
+        assert row["train_songs"] + row["val_songs"] == row["songs"] == 10 and row["chars"] > 0
+    with pytest.raises(LyricdistError, match="max-songs-per-artist"):
+        prepare(["demo"], str(tmp_path / "bad"), max_songs_per_artist=0, quiet=True)
+
+
+def test_artist_option_takes_names_or_a_list(tmp_path):
+    from lyricdist.prepare import name_list
+
+    assert name_list(["Gulzar"]) == ["Gulzar"]
+    assert name_list(["Anand Bakshi", "Gulzar"]) == ["Anand Bakshi", "Gulzar"]
+    assert name_list(["[ABBA, Queen]"]) == ["ABBA", "Queen"]
+    assert name_list(None) is None
+    proc = run_cli("prepare", "demo", "--out", str(tmp_path / "one"), "--artist", "Juniper Vale")
+    assert "1 artist(s)" in proc.stdout
+    meta = prepare(["demo"], str(tmp_path / "ex"), exclude_artists=["dj kilowatt"], quiet=True)
+    assert meta["artists"] == ["Juniper Vale"]

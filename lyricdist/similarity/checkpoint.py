@@ -17,14 +17,21 @@ from ..errors import LyricdistError
 from ..fileio import atomic_dir, atomic_write_json, read_dir_snapshot, readable_dir
 from .config import SimilarityModelConfig
 from .model import MaLSTM
+from .ngram import NgramFeatures, NgramSiamese
 from .tokenize import WordVocab
 
 FORMAT = "lyricdist-similarity"
 
 
+def build_model(cfg: SimilarityModelConfig, vocab: WordVocab | NgramFeatures) -> MaLSTM | NgramSiamese:
+    return (NgramSiamese if cfg.kind == "ngram" else MaLSTM)(cfg, vocab_size=len(vocab))
+
+
 @torch.no_grad()
-def encode_texts(model: MaLSTM, vocab: WordVocab, texts: list[str], batch_size: int = 64) -> torch.Tensor:
+def encode_texts(model: MaLSTM | NgramSiamese, vocab, texts: list[str], batch_size: int = 64) -> torch.Tensor:
     """[len(texts), hidden] song vectors on the CPU."""
+    if isinstance(model, NgramSiamese):
+        return model.encode_texts(vocab, texts)
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -69,15 +76,17 @@ def save_similarity_checkpoint(
 
 
 def checkpoint_dir(path: str | Path) -> Path:
-    """The checkpoint directory `path` names: itself, or a run's checkpoints/last. Read it with
-    load_similarity_checkpoint, which never modifies it (its trainer may be saving into it right now)."""
+    """The checkpoint directory `path` names: itself, or a run's checkpoints/best (the best by validation), else
+    checkpoints/last. Read it with load_similarity_checkpoint, which never modifies it (its trainer may be saving
+    into it right now)."""
     path = Path(path)
     if path.is_dir() and not (path / "config.json").exists():
-        return path / "checkpoints" / "last"
+        best = path / "checkpoints" / "best"
+        return best if best.is_dir() else path / "checkpoints" / "last"
     return path
 
 
-def load_similarity_checkpoint(path: str | Path) -> tuple[MaLSTM, WordVocab, dict, dict]:
+def load_similarity_checkpoint(path: str | Path) -> tuple[MaLSTM | NgramSiamese, WordVocab | NgramFeatures, dict, dict]:
     """(model in eval mode on CPU, vocabulary, config.json, {"vectors", "artist_ids"} of the reference songs).
 
     All files come from one save even while the trainer replaces the checkpoint (see fileio.read_dir_snapshot)."""
@@ -95,11 +104,12 @@ def load_similarity_checkpoint(path: str | Path) -> tuple[MaLSTM, WordVocab, dic
             raise ValueError(f"format is {config.get('format')!r}, not {FORMAT!r}")
         known = {f.name for f in fields(SimilarityModelConfig)}
         model_cfg = SimilarityModelConfig(**{k: v for k, v in config["model"].items() if k in known})
-        vocab = WordVocab.from_json(json.loads(files["vocab.json"]))
+        vocab_json = json.loads(files["vocab.json"])
+        vocab = (NgramFeatures if model_cfg.kind == "ngram" else WordVocab).from_json(vocab_json)
         state, songs = load(files["model.safetensors"]), load(files["songs.safetensors"])
     except (ValueError, KeyError, TypeError, AttributeError, SafetensorError) as e:
         raise LyricdistError(f"similarity checkpoint {path} is corrupted or not one ({e})") from None
-    model = MaLSTM(model_cfg, vocab_size=len(vocab))
+    model = build_model(model_cfg, vocab)
     try:
         model.load_state_dict(state)
     except RuntimeError as e:

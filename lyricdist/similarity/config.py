@@ -20,6 +20,8 @@ class SimilarityDataConfig:
         pairs_per_song: similar and as many dissimilar partners drawn per song (lyrics-only pairs)
         lastfm_negatives: add as many random unlisted Last.fm pairs (target 0) as listed ones, for 2-class accuracy
         test_fraction: fraction of songs (not pairs) held out for evaluation
+        val_fraction: fraction of the remaining (training) songs set aside to choose the best checkpoint (lyrics
+            pairs; 0 = keep the last one)
         seed: seed of the split and of the pair draw
     """
 
@@ -28,24 +30,32 @@ class SimilarityDataConfig:
     pairs_per_song: int = 4
     lastfm_negatives: bool = True
     test_fraction: float = 0.2
+    val_fraction: float = 0.0
     seed: int = 1234
 
 
 @dataclass
 class SimilarityModelConfig:
-    """MaLSTM shape (Mueller & Thyagarajan 2016): one word-level LSTM shared by both sides.
+    """The shared encoder of the siamese model; similarity is exp(-L1) of the two texts' vectors either way.
 
     Args:
-        embedding_dim: word vector size (300 in the paper, from word2vec)
-        hidden_size: LSTM units (50 in the paper)
+        kind: malstm -- the paper's word-level LSTM (Mueller & Thyagarajan 2016); ngram -- a bag of hashed word and
+            character n-grams (lyricdist.similarity.ngram: beats TF-IDF on two lyricists, trains in minutes on CPU)
+        embedding_dim: word vector size (300 in the paper, from word2vec); ngram: n-gram vector size
+        hidden_size: LSTM units (50 in the paper); ngram: size of the text vector compared in L1
         max_len: words read per song (longer songs are cut)
         max_vocab: most frequent training words kept; the rest map to <unk>
         min_count: a word must occur this often in the training songs to get its own vector
         lowercase: fold case before tokenizing
         vectors: a local word2vec/GloVe text file to initialise word vectors (never downloaded)
         freeze_embeddings: keep the word vectors fixed during training
+        buckets: ngram: hash buckets (rows of the n-gram table)
+        char_min: ngram: shortest character n-gram
+        char_max: ngram: longest character n-gram
+        word_ngrams: ngram: words and word n-grams up to this length
     """
 
+    kind: Literal["malstm", "ngram"] = "malstm"
     embedding_dim: int = 300
     hidden_size: int = 50
     max_len: int = 300
@@ -54,11 +64,18 @@ class SimilarityModelConfig:
     lowercase: bool = True
     vectors: Optional[str] = None
     freeze_embeddings: bool = False
+    buckets: int = 131072
+    char_min: int = 2
+    char_max: int = 5
+    word_ngrams: int = 2
 
     def validate(self) -> None:
-        for name in ("embedding_dim", "hidden_size", "max_len", "max_vocab", "min_count"):
+        for name in ("embedding_dim", "hidden_size", "max_len", "max_vocab", "min_count", "buckets", "char_min"):
             if getattr(self, name) <= 0:
                 raise LyricdistError(f"model.{name} must be positive, got {getattr(self, name)}")
+        if self.char_max < self.char_min or self.word_ngrams < 0:
+            raise LyricdistError(f"model.char_max must be >= model.char_min and model.word_ngrams >= 0, got "
+                                 f"{self.char_max}, {self.char_min}, {self.word_ngrams}")
 
 
 @dataclass
@@ -72,6 +89,11 @@ class SimilarityTrainConfig:
         grad_clip: clip the global gradient norm to this (0 = off; the paper clips at 1.25)
         word_dropout: fraction of training words replaced by <unk> (against memorising single songs)
         random_windows: train on a random max_len-word window of each song rather than its opening
+        loss: mse -- squared error of the similarity (the paper); bce -- log loss of the similarity as the
+            probability that the two texts share an artist (a contrastive pairwise loss; ngram's default)
+        segment_lines: ngram: a side shown as a segment has between this and twice this many lines
+        segment_share: ngram: share of training sides shown as a segment rather than the whole song (so that
+            4-line segments of a collaboration are attributed as well as songs)
         eval_every: epochs between held-out evaluations (and checkpoints)
         log_every: steps between log lines
         seed: model initialisation and shuffling seed
@@ -87,6 +109,9 @@ class SimilarityTrainConfig:
     grad_clip: float = 1.25
     word_dropout: float = 0.0
     random_windows: bool = True
+    loss: Literal["mse", "bce"] = "mse"
+    segment_lines: int = 4
+    segment_share: float = 0.5
     eval_every: int = 1
     log_every: int = 20
     seed: int = 1337
@@ -108,6 +133,11 @@ class SimilarityConfig:
             raise LyricdistError("data.sources is empty; give at least one lyrics source, e.g. --data.sources [demo]")
         if not 0 < d.test_fraction < 1:
             raise LyricdistError(f"data.test_fraction must be in (0, 1), got {d.test_fraction}")
+        if not 0 <= d.val_fraction < 1:
+            raise LyricdistError(f"data.val_fraction must be in [0, 1), got {d.val_fraction}")
+        if t.segment_lines <= 0 or not 0 <= t.segment_share <= 1:
+            raise LyricdistError(f"train.segment_lines must be positive and train.segment_share in [0, 1], got "
+                                 f"{t.segment_lines} and {t.segment_share}")
         if d.pairs_per_song <= 0:
             raise LyricdistError(f"data.pairs_per_song must be positive, got {d.pairs_per_song}")
         self.model.validate()

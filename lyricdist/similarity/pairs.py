@@ -31,6 +31,8 @@ class PairSet:
     train_songs: list[int]
     test_songs: list[int]
     info: dict = field(default_factory=dict)
+    val: list[Pair] = field(default_factory=list)  # pairs of songs set aside from training to pick the best checkpoint
+    val_songs: list[int] = field(default_factory=list)
 
 
 def normalise(text: str) -> str:
@@ -116,17 +118,32 @@ def _artist_pairs(side: list[int], artists: list[str], per_song: int, rng: rando
     return pairs
 
 
-def lyrics_pairs(songs: list[Song], cfg: SimilarityDataConfig) -> PairSet:
+def lyrics_pairs(songs: list[Song], cfg: SimilarityDataConfig, split: tuple[list[int], list[int]] | None = None
+                 ) -> PairSet:
+    """Same/different-artist pairs within each side of a split by song (drawn here, or `split` = (train, test)
+    song indices, e.g. a prepared corpus's own split). `cfg.val_fraction` of the training songs become the
+    validation side, which picks the best checkpoint."""
     rng = random.Random(cfg.seed)
     artists = [normalise(s.artist) for s in songs]
-    train, test = split_by_song(artists, cfg.test_fraction, rng)
+    train, test = split if split is not None else split_by_song(artists, cfg.test_fraction, rng)
+    val: list[int] = []
+    val_pairs: list[Pair] = []
+    if cfg.val_fraction > 0:
+        rest, held = split_by_song([artists[i] for i in train], cfg.val_fraction, rng)
+        try:
+            val_pairs = _artist_pairs([train[k] for k in held], artists, cfg.pairs_per_song, rng, "validation")
+            train, val = [train[k] for k in rest], [train[k] for k in held]
+        except LyricdistError:
+            val_pairs = []  # too few songs to set any aside: train on all, keep the last checkpoint
     return PairSet(
         songs,
         _artist_pairs(train, artists, cfg.pairs_per_song, rng, "train"),
         _artist_pairs(test, artists, cfg.pairs_per_song, rng, "test"),
-        train,
-        test,
-        {"pairs_from": "artists", "songs": len(songs), "artists": len(set(artists))},
+        sorted(train),
+        sorted(test),
+        {"pairs_from": "artists", "songs": len(songs), "artists": len(set(artists)), "val_songs": len(val)},
+        val_pairs,
+        sorted(val),
     )
 
 

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
 
 from ..errors import LyricdistError
 from ..precision import (Precision, choose_precision, full_precision_state, masters_for, optimizer_step,
@@ -25,7 +26,7 @@ from .checkpoint import checkpoint_dir, encode_texts, load_similarity_checkpoint
 from .config import SimilarityConfig
 from .metrics import pair_metrics
 from .model import MaLSTM
-from .pairs import Pair, artist_names, build_pairs, normalise
+from .pairs import Pair, PairSet, artist_names, build_pairs, normalise
 from .tokenize import WordVocab, load_vectors
 
 TEST_SET = "test_set.json"
@@ -110,15 +111,16 @@ def _test_set(songs: list[Song], pairs: list[Pair]) -> dict:
     }
 
 
-def train(cfg: SimilarityConfig) -> dict:
-    """Train per `cfg`; returns the last held-out metrics (prefixed test_)."""
+def train(cfg: SimilarityConfig, pairs: PairSet | None = None) -> dict:
+    """Train per `cfg` (on `pairs`, default: drawn from cfg.data); returns the held-out metrics (prefixed test_) of
+    the checkpoint kept: the best by validation when the data has a validation side, else the last."""
     from accelerate.utils import set_seed
 
     cfg.validate()
     t, out = cfg.train, Path(cfg.train.out_dir)
     acc = make_accelerator(cfg)
     set_seed(t.seed)
-    pairs = build_pairs(cfg.data)
+    pairs = build_pairs(cfg.data) if pairs is None else pairs
     songs = pairs.songs
     if "join_rate" in pairs.info:
         i = pairs.info
@@ -127,14 +129,18 @@ def train(cfg: SimilarityConfig) -> dict:
             f"{i['listed_pairs']} listed pairs, {i['cross_split_pairs_dropped']} dropped across the split"
         )
     acc.print(
-        f"{len(pairs.train_songs)} train / {len(pairs.test_songs)} test songs; "
-        f"{len(pairs.train)} train / {len(pairs.test)} test pairs"
+        f"{len(pairs.train_songs)} train / {len(pairs.val_songs)} validation / {len(pairs.test_songs)} test songs; "
+        f"{len(pairs.train)} train / {len(pairs.val)} validation / {len(pairs.test)} test pairs"
     )
+    if cfg.model.kind == "ngram":
+        from .train_ngram import train_ngram
+
+        return train_ngram(cfg, pairs, acc)
     vocab = WordVocab.build(
         (songs[i].text for i in pairs.train_songs), cfg.model.lowercase, cfg.model.max_vocab, cfg.model.min_count
     )
     encoded = [vocab.encode(s.text) for s in songs]
-    model = MaLSTM(cfg.model, len(vocab))
+    model = MaLSTM(cfg.model, len(vocab))  # kind: malstm (ngram returned above)
     if cfg.model.vectors:
         weight, found = load_vectors(cfg.model.vectors, vocab, cfg.model.embedding_dim)
         model.set_pretrained(weight, cfg.model.freeze_embeddings)
@@ -159,6 +165,11 @@ def train(cfg: SimilarityConfig) -> dict:
         PairDataset(encoded, pairs.test, cfg.model.max_len), batch_size=4 * per_process, collate_fn=collate
     )
     model, optimizer, train_loader, test_loader = acc.prepare(model, optimizer, train_loader, test_loader)
+    val_loader = None
+    if pairs.val:
+        val_loader = acc.prepare(DataLoader(
+            PairDataset(encoded, pairs.val, cfg.model.max_len), batch_size=4 * per_process, collate_fn=collate
+        ))
 
     if acc.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
@@ -169,13 +180,17 @@ def train(cfg: SimilarityConfig) -> dict:
     artists = artist_names([songs[i] for i in pairs.train_songs])
     artist_id = {normalise(a): k for k, a in enumerate(artists)}
 
-    step, last, tic, seen = 0, {}, time.perf_counter(), 0
+    step, last, tic, seen, best, best_metrics = 0, {}, time.perf_counter(), 0, -1.0, {}
     for epoch in range(1, t.epochs + 1):
-        for ids_a, len_a, ids_b, len_b, target in train_loader:
+        bar = tqdm(train_loader, desc=f"epoch {epoch}/{t.epochs}", unit="batch", leave=False, mininterval=2,
+                   disable=not acc.is_main_process)
+        for ids_a, len_a, ids_b, len_b, target in bar:
             ids_a, ids_b = drop_words(ids_a, t.word_dropout), drop_words(ids_b, t.word_dropout)
             with precision.autocast(acc.device):
                 pred = model(ids_a, len_a, ids_b, len_b)
-            loss = F.mse_loss(pred.float(), target)
+            pred = pred.float()
+            loss = F.mse_loss(pred, target) if t.loss == "mse" else F.binary_cross_entropy(pred.clamp(1e-6, 1 - 1e-6),
+                                                                                            target)
             acc.backward(scaler.scale(loss))
             optimizer_step(optimizer.optimizer, scaler, masters,
                            lambda: acc.clip_grad_norm_(trained, t.grad_clip) if t.grad_clip else None)
@@ -184,27 +199,39 @@ def train(cfg: SimilarityConfig) -> dict:
             seen += len(target) * acc.num_processes
             if step % t.log_every == 0:
                 rate = seen / (time.perf_counter() - tic)
+                bar.set_postfix(loss=f"{loss.item():.3f}", pairs_per_s=f"{rate:.0f}")
                 tracker.log({"epoch": epoch, "train_loss": acc.reduce(loss.detach(), "mean").item(),
                              "lr": t.lr, "pairs_per_sec": rate}, step)
         if epoch % t.eval_every == 0 or epoch == t.epochs:
             pred, target = predict(model, test_loader, acc, precision)
             last = {f"test_{k}": v for k, v in pair_metrics(pred.numpy(), target.numpy()).items()}
-            tracker.log({"epoch": epoch, "val_loss": last["test_mse"], **last}, step)
+            row, score = {"epoch": epoch, "val_loss": last["test_mse"], **last}, None
+            if val_loader is not None:
+                val = pair_metrics(*(x.numpy() for x in predict(model, val_loader, acc, precision)))
+                score = val["accuracy"]
+                row.update(val_loss=val["mse"], val_accuracy=score)
+            tracker.log(row, step)
+            shown = f", validation {score:.1%}" if score is not None else ""
             acc.print(
                 f"epoch {epoch}: test accuracy {last['test_accuracy']:.1%}, deciles {last['test_decile_accuracy']:.1%}"
+                f"{shown}"
             )
+            improved = score is None or score > best
+            if improved:
+                best, best_metrics = (score if score is not None else best), last
             if acc.is_main_process:
                 unwrapped = acc.unwrap_model(model)
                 vectors = encode_texts(unwrapped, vocab, [songs[i].text for i in pairs.train_songs])
                 ids = torch.tensor([artist_id[normalise(songs[i].artist)] for i in pairs.train_songs])
-                save_similarity_checkpoint(
-                    out / "checkpoints" / "last", unwrapped, vocab, artists, vectors, ids,
-                    state=full_precision_state(unwrapped, masters),
-                    step=step, epoch=epoch, sources=list(cfg.data.sources), metrics=last,
-                )
+                for name in ("last", "best") if improved else ("last",):
+                    save_similarity_checkpoint(
+                        out / "checkpoints" / name, unwrapped, vocab, artists, vectors, ids,
+                        state=full_precision_state(unwrapped, masters),
+                        step=step, epoch=epoch, sources=list(cfg.data.sources), metrics=last,
+                    )
             acc.wait_for_everyone()
     tracker.finish()
-    return last
+    return best_metrics or last
 
 
 def evaluate(checkpoint: str, test_set: str | None = None, metrics_path: str | None = None) -> dict:
@@ -225,7 +252,7 @@ def evaluate(checkpoint: str, test_set: str | None = None, metrics_path: str | N
     vectors = encode_texts(model, vocab, texts)
     a = torch.tensor([p[0] for p in pairs], dtype=torch.long)
     b = torch.tensor([p[1] for p in pairs], dtype=torch.long)
-    pred = MaLSTM.similarity(vectors[a], vectors[b])
+    pred = MaLSTM.similarity(vectors[a], vectors[b])  # the same exp(-L1) for every encoder kind
     metrics = pair_metrics(pred.numpy(), [p[2] for p in pairs])
     if metrics_path:
         target = Path(metrics_path)

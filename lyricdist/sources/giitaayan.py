@@ -50,10 +50,14 @@ Output scripts (`script=`):
   - `devanagari`: indic_transliteration's ITRANS -> Devanagari, minus the virama it puts on every word ending in
     a consonant (ITRANS Hindi drops the inherent final "a": `dil` -> दिल्, which Hindi writes दिल).
 
-Artist: every song gets the artist "giitaayan". The original char-rnn trained on one merged text, and one artist
-keeps prepare's split a plain random 10% of songs: the music directors are 625 spellings for ~9.9k songs
-("Laxmikant-Pyarelal" / "Laxmikant Pyarelal"), 279 with one song (those could never reach validation) and 510
-blank. The music director, singers and lyricist stay in `Song.meta` / the dataset columns for conditioned models.
+Artist (`artist_field=`): by default every song gets the artist "giitaayan". The original char-rnn trained on one
+merged text, and one artist keeps prepare's split a plain random 10% of songs: the music directors are 625
+spellings for ~9.9k songs ("Laxmikant-Pyarelal" / "Laxmikant Pyarelal"), 279 with one song (those could never reach
+validation) and 510 blank. With `artist_field` one of `lyricist`, `singer`, `music` or `film` the artist comes from
+that metadata field: several people (`Gulzar, Tejpal Kaur`, `Rafi & Lata`, `Prem Dhawan or Anand Bakshi?`) are split
+and normalised (`split_names`), the first is the song's artist and all of them go to `Song.meta["artists"]`, so
+`prepare --artist Gulzar` also keeps songs Gulzar co-wrote; a blank field gives the artist `unknown`
+(`prepare --exclude-artist unknown` leaves those out). The other fields stay in `Song.meta` / the dataset columns.
 """
 
 from __future__ import annotations
@@ -72,6 +76,8 @@ SCRIPTS = ("roman", "itrans", "devanagari")
 META_KEYS = ("stitle", "film", "year", "starring", "singer", "music", "lyrics")
 META_ALIASES = {"title": "stitle", "movie": "film", "album": "film", "singers": "singer"}
 ARTIST = "giitaayan"
+UNKNOWN_ARTIST = "unknown"
+ARTIST_FIELDS = {"lyricist": "lyrics", "singer": "singer", "music": "music", "film": "film"}  # option -> ISB key
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".zip")
 ISB_SUFFIX = ".isb.txt"
 SKIP_REASONS = ("no #indian block", "#indian without #endindian", "no lyrics left after cleaning", "parse error")
@@ -109,6 +115,25 @@ _ROMAN_PAIRS = (  # applied in order, so a sequence comes before any rule that w
 _ROMAN_DROP = re.compile(r"[^a-z ,!?'\-]")
 _TEXT_FIXES = str.maketrans({"\t": " ", "\v": " ", "\f": " ", "\u00a0": " ", "\ufeff": None, "\u2013": "-",
                              "\u2014": "-", "\u2019": "'", "\u2018": "'", "\u2026": "...", "\ufffd": None})
+
+
+_NAME_SPLIT = re.compile(r"\s*(?:[,;&/+]|\band\b|\baur\b|\bor\b|\bwith\b)\s*", re.I)
+
+
+def normalise_name(name: str) -> str:
+    """One spelling per person: no `?`/periods/quotes, single spaces, and all-lower or ALL-CAPS names title-cased
+    (`D. N. Madhok` -> `D N Madhok`, `anand bakshi` -> `Anand Bakshi`); other capitalisation is kept as written."""
+    name = re.sub(r"[?.\"()\[\]{}]|^late\s+", " ", name.strip(), flags=re.I)
+    name = " ".join(name.split()).strip(" -'")
+    if name and (name.islower() or name.isupper()):
+        name = " ".join(w[:1].upper() + w[1:].lower() for w in name.split())
+    return name
+
+
+def split_names(field: str) -> list[str]:
+    """The normalised names of a metadata field listing one or more people, in order, each once."""
+    names = [normalise_name(n) for n in _NAME_SPLIT.split(field or "")]
+    return list(dict.fromkeys(n for n in names if n))
 
 
 def decode(data: bytes) -> tuple[str, bool]:
@@ -303,10 +328,13 @@ class GiitaayanSource:
 
     kind = "songs"
 
-    def __init__(self, path: str, script: str | None = "roman", **_: object):
+    def __init__(self, path: str, script: str | None = "roman", artist_field: str | None = None, **_: object):
         script = script or "roman"
         if script not in SCRIPTS:
             raise LyricdistError(f"--script {script!r} is not one of {', '.join(SCRIPTS)}")
+        if artist_field is not None and artist_field not in ARTIST_FIELDS:
+            raise LyricdistError(f"--artist-field {artist_field!r} is not one of {', '.join(ARTIST_FIELDS)}")
+        self.artist_field = artist_field
         self.path = Path(path)
         if not self.path.exists():
             raise LyricdistError(f"giitaayan source {str(self.path)!r} does not exist")
@@ -351,6 +379,7 @@ class GiitaayanSource:
             raise LyricdistError(f"{self.path} holds no {ISB_SUFFIX} files; give giitaayan ISB files or an archive")
         self._stats = {
             "script": self.script,
+            "artist_field": self.artist_field,
             "files": files,
             "blocks": blocks,
             "songs_parsed": n_songs,
@@ -371,7 +400,13 @@ class GiitaayanSource:
                 skipped.append(SKIP_REASONS[2])
                 continue
             title = clean_lyrics(meta["stitle"], self.script).strip() or meta["stitle"]
-            songs.append(Song(text=lyrics, artist=ARTIST, title=title, meta={"file": name, **meta}))
+            artists = [ARTIST]
+            if self.artist_field:
+                value = meta[ARTIST_FIELDS[self.artist_field]]
+                names = [normalise_name(value)] if self.artist_field == "film" else split_names(value)  # "Ram aur Shyam"
+                artists = [n for n in names if n] or [UNKNOWN_ARTIST]
+            songs.append(Song(text=lyrics, artist=artists[0], title=title,
+                              meta={"file": name, **meta, "artists": artists}))
         return songs
 
     def stats(self) -> dict:
@@ -382,12 +417,13 @@ class GiitaayanSource:
         return self._stats
 
 
-def to_dataset(path: str | Path, script: str = "roman"):
-    """The songs as a `datasets.Dataset`: text, title, file and the ISB metadata columns."""
+def to_dataset(path: str | Path, script: str = "roman", artist_field: str | None = None):
+    """The songs as a `datasets.Dataset`: text, artist, title, file and the ISB metadata columns."""
     import datasets
 
-    rows = list(GiitaayanSource(str(path), script=script).songs())
-    columns = {"text": [s.text for s in rows], "title": [s.title for s in rows], "file": [s.meta["file"] for s in rows]}
+    rows = list(GiitaayanSource(str(path), script=script, artist_field=artist_field).songs())
+    columns = {"text": [s.text for s in rows], "artist": [s.artist for s in rows], "title": [s.title for s in rows],
+               "file": [s.meta["file"] for s in rows]}
     for key in META_KEYS:
         columns[key] = [s.meta[key] for s in rows]
     return datasets.Dataset.from_dict(columns)
