@@ -87,7 +87,7 @@ def test_prepare_the_projects_parquet_export(tmp_path):
     """The columns `lyricdist scrape --parquet` writes (OUT/parquet/train.parquet) need no options."""
     import datasets
 
-    from lyricdist.scrape import DATASET_FEATURES
+    from lyricdist.genius.dataset import SCHEMA as DATASET_FEATURES
 
     rows = {k: [] for k in DATASET_FEATURES}
     for artist, title, lyrics in (("Juniper Vale", "Ferns", "green ferns unfold"), ("DJ Kilowatt", "Volt", "turn it up"),
