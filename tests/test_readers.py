@@ -184,7 +184,7 @@ def test_similarity_readers_never_modify_a_run_that_is_saving(tmp_path, monkeypa
     stderr = open(scratch / "train.stderr", "w")
     trainer = subprocess.Popen(
         [sys.executable, "-m", "lyricdist", "similarity", "train", "--config", str(CONFIGS / "similarity-tiny.yaml"),
-         f"--train.out_dir={run}", "--train.epochs=12", "--train.eval_every=1"],
+         f"--train.out_dir={run}", "--train.epochs=12", "--train.eval_every_epochs=1"],
         cwd=REPO, stdout=subprocess.DEVNULL, stderr=stderr,
     )
     steps = set()

@@ -25,7 +25,8 @@ def cli_parser():
     train.add_class_arguments(SimilarityModelConfig, "model")
     train.add_class_arguments(SimilarityTrainConfig, "train")
     train.add_class_arguments(TrackingConfig, "tracking")
-    sub.add_subcommand("train", train, help="train the MaLSTM")
+    train.add_argument("--resume", action="store_true", help="continue the run in train.out_dir from its state")
+    sub.add_subcommand("train", train, help="train a similarity model")
 
     ev = new_parser("2-class and decile accuracy, Pearson and Spearman on the held-out pairs.")
     ev.add_argument("checkpoint", help="a `similarity train` out_dir or checkpoint directory")
@@ -71,13 +72,17 @@ def cli_run(parser, args) -> int:
     cmd = args.command
     a = args[cmd]
     if cmd == "train":
-        from .train import train
-
         from accelerate import PartialState
 
-        metrics = train(_config_from_args(parser, args))
+        from ..run import TrainingStopped
+        from .train import train
+
+        try:
+            metrics = train(_config_from_args(parser, args), resume=a.resume)
+        except TrainingStopped as stopped:
+            return 128 + stopped.signum
         if PartialState().is_main_process:
-                print(f"final: test accuracy {metrics['test_accuracy']:.1%}, decile accuracy "
+            print(f"final: test accuracy {metrics['test_accuracy']:.1%}, decile accuracy "
                   f"{metrics['test_decile_accuracy']:.1%} on {metrics['test_pairs']} held-out pairs")
     elif cmd == "eval":
         from .metrics import format_table

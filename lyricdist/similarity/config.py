@@ -94,7 +94,8 @@ class SimilarityTrainConfig:
         segment_lines: ngram: a side shown as a segment has between this and twice this many lines
         segment_share: ngram: share of training sides shown as a segment rather than the whole song (so that
             4-line segments of a collaboration are attributed as well as songs)
-        eval_every: epochs between held-out evaluations (and checkpoints)
+        eval_every_epochs: epochs between held-out evaluations, checkpoints and resumable state (the generator's
+            train.eval_every counts steps)
         log_every: steps between log lines
         seed: model initialisation and shuffling seed
         out_dir: where metrics.jsonl, test_set.json and checkpoints/last go
@@ -112,7 +113,7 @@ class SimilarityTrainConfig:
     loss: Literal["mse", "bce"] = "mse"
     segment_lines: int = 4
     segment_share: float = 0.5
-    eval_every: int = 1
+    eval_every_epochs: int = 1
     log_every: int = 20
     seed: int = 1337
     out_dir: str = "runs/similarity"
@@ -141,7 +142,7 @@ class SimilarityConfig:
         if d.pairs_per_song <= 0:
             raise LyricdistError(f"data.pairs_per_song must be positive, got {d.pairs_per_song}")
         self.model.validate()
-        for name in ("batch_size", "epochs", "eval_every", "log_every"):
+        for name in ("batch_size", "epochs", "eval_every_epochs", "log_every"):
             if getattr(t, name) <= 0:
                 raise LyricdistError(f"train.{name} must be positive, got {getattr(t, name)}")
         if not 0 <= t.word_dropout < 1:

@@ -1,7 +1,12 @@
-"""similarity train/eval: fit the MaLSTM on song pairs with Accelerate (DDP-ready), evaluate on held-out songs.
+"""similarity train/eval: fit a siamese model on song pairs, evaluate on held-out songs.
 
-Only the main process writes files; every process trains on its shard of each batch and evaluates its shard of
-the test pairs (gathered for the metrics).
+One loop for both models (`model.kind`): the run plumbing is lyricdist.run's and lyricdist.state's, shared with the
+generator's trainer (run directory, config check on --resume, stop on a signal, resumable state, best/last
+checkpoints, metrics). What differs per model lives in an "arm": how an epoch's batches are made, one training
+step, evaluation and the checkpoint it writes (MaLSTMArm here, NgramArm in train_ngram.py).
+
+Every epoch's batches are a function of (seed, epoch) and the random state accelerate saves, so a run stopped
+anywhere resumes bitwise on CPU (the remaining batches of the epoch are skipped to, not redrawn).
 """
 
 from __future__ import annotations
@@ -12,16 +17,18 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-import yaml
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
+from ..checkpoint import BestAndLast
 from ..errors import LyricdistError
+from ..fileio import atomic_write_json
 from ..precision import (Precision, choose_precision, full_precision_state, masters_for, optimizer_step,
                          trained_params)
-from ..fileio import atomic_write_json, atomic_write_text
+from ..run import StopOnSignal, ThroughputWindow, make_accelerator, open_run_dir
 from ..sources import Song
-from ..tracking import Tracker, wandb_mode
+from ..state import EXACTNESS, load_state, restore_full_precision, save_state
+from ..tracking import Tracker
 from .checkpoint import checkpoint_dir, encode_texts, load_similarity_checkpoint, save_similarity_checkpoint
 from .config import SimilarityConfig
 from .metrics import pair_metrics
@@ -30,27 +37,36 @@ from .pairs import Pair, PairSet, artist_names, build_pairs, normalise
 from .tokenize import WordVocab, load_vectors
 
 TEST_SET = "test_set.json"
+RESUME_CHECKED_KEYS = ("data", "model", "train.batch_size", "train.seed", "train.loss")
+STOP_CALIBRATION_STEPS = 5  # steps timed to space the stop-signal agreements of several processes
+STOP_CHECK_SECONDS = 5.0  # with several processes, at most this much training between stop-signal agreements
 
 
 class PairDataset(Dataset):
     """Pairs of word-id lists cut to max_len words: the opening words, or (random_windows, for training) a window
-    starting anywhere, so that every epoch shows other parts of each song instead of the same opening to memorise."""
+    starting anywhere, so that every epoch shows other parts of each song instead of the same opening to memorise.
+    A window depends only on (seed, epoch, pair), never on a random state a prefetching loader would advance."""
 
-    def __init__(self, encoded: list[list[int]], pairs: list[Pair], max_len: int, random_windows: bool = False):
+    def __init__(self, encoded: list[list[int]], pairs: list[Pair], max_len: int, random_windows: bool = False,
+                 seed: int = 0):
         self.encoded, self.pairs, self.max_len, self.random_windows = encoded, pairs, max_len, random_windows
+        self.seed, self.epoch = seed, 0
 
     def __len__(self) -> int:
         return len(self.pairs)
 
-    def _cut(self, ids: list[int]) -> list[int]:
+    def _cut(self, ids: list[int], gen: torch.Generator | None) -> list[int]:
         start = 0
-        if self.random_windows and len(ids) > self.max_len:
-            start = int(torch.randint(len(ids) - self.max_len + 1, ()))
+        if gen is not None and len(ids) > self.max_len:
+            start = int(torch.randint(len(ids) - self.max_len + 1, (), generator=gen))
         return ids[start : start + self.max_len]
 
     def __getitem__(self, i: int):
         a, b, target = self.pairs[i]
-        return self._cut(self.encoded[a]), self._cut(self.encoded[b]), target
+        gen = None
+        if self.random_windows:
+            gen = torch.Generator().manual_seed((self.seed * 100_003 + self.epoch) * 1_000_003 + i)
+        return self._cut(self.encoded[a], gen), self._cut(self.encoded[b], gen), target
 
 
 def drop_words(ids: torch.Tensor, p: float) -> torch.Tensor:
@@ -72,18 +88,6 @@ def collate(batch):
     ids_a, len_a = _pad([b[0] for b in batch])
     ids_b, len_b = _pad([b[1] for b in batch])
     return ids_a, len_a, ids_b, len_b, torch.tensor([b[2] for b in batch], dtype=torch.float32)
-
-
-def make_accelerator(cfg: SimilarityConfig):
-    from accelerate import Accelerator
-    from accelerate.utils import ProjectConfiguration
-
-    return Accelerator(
-        cpu=cfg.train.cpu,
-        mixed_precision="no",  # lyricdist.precision: the encoder keeps its fused kernel in 16 bits too
-        log_with="wandb" if wandb_mode(cfg) else None,
-        project_config=ProjectConfiguration(project_dir=cfg.train.out_dir),
-    )
 
 
 @torch.no_grad()
@@ -111,9 +115,114 @@ def _test_set(songs: list[Song], pairs: list[Pair]) -> dict:
     }
 
 
-def train(cfg: SimilarityConfig, pairs: PairSet | None = None) -> dict:
+class EpochPermutation(Sampler):
+    """A shuffle that depends only on (seed, epoch): an epoch can be replayed, so a resumed run sees the same order."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        return iter(torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))
+                    .tolist())
+
+
+class MaLSTMArm:
+    """The word-level MaLSTM (the paper's model): DataLoader pairs, DDP through accelerate, the precision rule."""
+
+    def __init__(self, cfg: SimilarityConfig, pairs: PairSet, acc):
+        t, m, songs = cfg.train, cfg.model, pairs.songs
+        self.cfg, self.pairs, self.acc = cfg, pairs, acc
+        self.vocab = WordVocab.build((songs[i].text for i in pairs.train_songs), m.lowercase, m.max_vocab, m.min_count)
+        encoded = [self.vocab.encode(s.text) for s in songs]
+        model = MaLSTM(m, len(self.vocab))
+        if m.vectors:
+            weight, found = load_vectors(m.vectors, self.vocab, m.embedding_dim)
+            model.set_pretrained(weight, m.freeze_embeddings)
+            acc.print(f"word vectors: {found} of {len(self.vocab) - 2} words found in {m.vectors}")
+        # The same rule as the generator: a 16-bit encoder computes on its own weights, fp32 masters take the updates.
+        self.precision = choose_precision(t.mixed_precision, acc.device, "lstm")
+        acc.print(self.precision.describe())
+        model.to(acc.device)
+        self.masters = masters_for(model.encoder, self.precision)
+        self.trained = trained_params([p for p in model.parameters() if p.requires_grad], self.masters)
+        optimizer = torch.optim.Adam(self.trained, lr=t.lr, **({"fused": True} if acc.device.type == "cuda" else {}))
+        self.scaler = torch.amp.GradScaler(acc.device.type, enabled=self.precision.loss_scaling)
+        per_process = max(1, t.batch_size // acc.num_processes)
+        # Loaders draw nothing from the global random state (their own generators): what a resumed run replays
+        # does not depend on how many iterators were opened or batches prefetched.
+        self.sampler = EpochPermutation(len(pairs.train), t.seed)
+        self.train_set = PairDataset(encoded, pairs.train, m.max_len, t.random_windows, t.seed)
+        train_loader = DataLoader(self.train_set, batch_size=per_process, sampler=self.sampler, collate_fn=collate,
+                                  generator=torch.Generator().manual_seed(t.seed))
+
+        def held_out(which: list[Pair]):
+            return DataLoader(PairDataset(encoded, which, m.max_len), batch_size=4 * per_process, collate_fn=collate,
+                              generator=torch.Generator().manual_seed(t.seed))
+
+        self.model, self.optimizer, self.train_loader, self.test_loader = acc.prepare(
+            model, optimizer, train_loader, held_out(pairs.test))
+        self.val_loader = acc.prepare(held_out(pairs.val)) if pairs.val else None
+
+    def batches(self, epoch: int, skip: int):
+        self.sampler.epoch = self.train_set.epoch = epoch
+        return self.acc.skip_first_batches(self.train_loader, skip) if skip else self.train_loader
+
+    def steps_per_epoch(self) -> int:
+        return len(self.train_loader)
+
+    def train_step(self, batch) -> tuple[torch.Tensor, int]:
+        ids_a, len_a, ids_b, len_b, target = batch
+        t = self.cfg.train
+        ids_a, ids_b = drop_words(ids_a, t.word_dropout), drop_words(ids_b, t.word_dropout)
+        with self.precision.autocast(self.acc.device):
+            pred = self.model(ids_a, len_a, ids_b, len_b)
+        loss = pair_loss(pred.float(), target, t.loss)
+        self.acc.backward(self.scaler.scale(loss))
+        optimizer_step(self.optimizer.optimizer, self.scaler, self.masters,
+                       lambda: self.acc.clip_grad_norm_(self.trained, t.grad_clip) if t.grad_clip else None)
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss.detach(), len(target) * self.acc.num_processes
+
+    def evaluate(self) -> tuple[dict, dict, float | None]:
+        """(held-out test metrics, validation metrics to log, the validation accuracy that ranks checkpoints: None
+        without a validation side)."""
+        test = pair_metrics(*(x.numpy() for x in predict(self.model, self.test_loader, self.acc, self.precision)))
+        if self.val_loader is None:
+            return test, {}, None
+        val = pair_metrics(*(x.numpy() for x in predict(self.model, self.val_loader, self.acc, self.precision)))
+        return test, {"val_accuracy": val["accuracy"], "val_loss": val["mse"]}, val["accuracy"]
+
+    def write_checkpoint(self, path: Path, **info) -> None:
+        songs, train_songs = self.pairs.songs, self.pairs.train_songs
+        artists = artist_names([songs[i] for i in train_songs])
+        artist_id = {normalise(a): k for k, a in enumerate(artists)}
+        model = self.acc.unwrap_model(self.model)
+        vectors = encode_texts(model, self.vocab, [songs[i].text for i in train_songs])
+        ids = torch.tensor([artist_id[normalise(songs[i].artist)] for i in train_songs])
+        save_similarity_checkpoint(path, model, self.vocab, artists, vectors, ids,
+                                   state=full_precision_state(model, self.masters), **info)
+
+    def full_precision(self) -> dict[str, torch.Tensor]:
+        model = self.acc.unwrap_model(self.model)
+        return {k: v for k, v in full_precision_state(model, self.masters).items() if k.startswith("encoder.")}
+
+    def restore(self, full: dict[str, torch.Tensor]) -> None:
+        restore_full_precision(self.acc.unwrap_model(self.model).encoder, "encoder.", full, self.masters)
+
+
+def pair_loss(pred: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
+    if kind == "mse":
+        return F.mse_loss(pred, target)
+    # -log s for similar pairs is the L1 distance itself; -log(1 - s) pushes dissimilar pairs apart.
+    return F.binary_cross_entropy(pred.clamp(1e-6, 1 - 1e-6), target)
+
+
+def train(cfg: SimilarityConfig, pairs: PairSet | None = None, resume: bool = False) -> dict:
     """Train per `cfg` (on `pairs`, default: drawn from cfg.data); returns the held-out metrics (prefixed test_) of
-    the checkpoint kept: the best by validation when the data has a validation side, else the last."""
+    the checkpoint kept: the best by validation accuracy when the data has a validation side, else the last."""
     from accelerate.utils import set_seed
 
     cfg.validate()
@@ -121,7 +230,6 @@ def train(cfg: SimilarityConfig, pairs: PairSet | None = None) -> dict:
     acc = make_accelerator(cfg)
     set_seed(t.seed)
     pairs = build_pairs(cfg.data) if pairs is None else pairs
-    songs = pairs.songs
     if "join_rate" in pairs.info:
         i = pairs.info
         acc.print(
@@ -133,103 +241,74 @@ def train(cfg: SimilarityConfig, pairs: PairSet | None = None) -> dict:
         f"{len(pairs.train)} train / {len(pairs.val)} validation / {len(pairs.test)} test pairs"
     )
     if cfg.model.kind == "ngram":
-        from .train_ngram import train_ngram
+        from .train_ngram import NgramArm
 
-        return train_ngram(cfg, pairs, acc)
-    vocab = WordVocab.build(
-        (songs[i].text for i in pairs.train_songs), cfg.model.lowercase, cfg.model.max_vocab, cfg.model.min_count
-    )
-    encoded = [vocab.encode(s.text) for s in songs]
-    model = MaLSTM(cfg.model, len(vocab))  # kind: malstm (ngram returned above)
-    if cfg.model.vectors:
-        weight, found = load_vectors(cfg.model.vectors, vocab, cfg.model.embedding_dim)
-        model.set_pretrained(weight, cfg.model.freeze_embeddings)
-        acc.print(f"word vectors: {found} of {len(vocab) - 2} words found in {cfg.model.vectors}")
-    # The same rule as the generator: a 16-bit encoder computes on its own weights, fp32 masters take the updates.
-    precision = choose_precision(t.mixed_precision, acc.device, "lstm")
-    acc.print(precision.describe())
-    model.to(acc.device)
-    masters = masters_for(model.encoder, precision)
-    trained = trained_params([p for p in model.parameters() if p.requires_grad], masters)
-    optimizer = torch.optim.Adam(trained, lr=t.lr, **({"fused": True} if acc.device.type == "cuda" else {}))
-    scaler = torch.amp.GradScaler(acc.device.type, enabled=precision.loss_scaling)
-    per_process = max(1, t.batch_size // acc.num_processes)
-    train_loader = DataLoader(
-        PairDataset(encoded, pairs.train, cfg.model.max_len, t.random_windows),
-        batch_size=per_process,
-        shuffle=True,
-        collate_fn=collate,
-        generator=torch.Generator().manual_seed(t.seed),
-    )
-    test_loader = DataLoader(
-        PairDataset(encoded, pairs.test, cfg.model.max_len), batch_size=4 * per_process, collate_fn=collate
-    )
-    model, optimizer, train_loader, test_loader = acc.prepare(model, optimizer, train_loader, test_loader)
-    val_loader = None
-    if pairs.val:
-        val_loader = acc.prepare(DataLoader(
-            PairDataset(encoded, pairs.val, cfg.model.max_len), batch_size=4 * per_process, collate_fn=collate
-        ))
-
+        arm = NgramArm(cfg, pairs, acc)
+    else:
+        arm = MaLSTMArm(cfg, pairs, acc)
+    checkpoints = BestAndLast(out)  # ranked by validation error (1 - accuracy): lower is better
+    step, epoch, skip, run_id, best_metrics = 0, 1, 0, None, {}
+    state_dir = open_run_dir(acc, out, cfg.to_dict(), resume, RESUME_CHECKED_KEYS)
+    if state_dir is not None:
+        saved = load_state(acc, state_dir)
+        step, epoch, skip = int(saved.info["step"]), int(saved.info["epoch"]), int(saved.info["batch"])
+        checkpoints.best = saved.info["best_error"] if saved.info.get("best_error") is not None else checkpoints.best
+        best_metrics, run_id = saved.info.get("best_metrics") or {}, saved.info.get("wandb_run_id")
+        arm.restore(saved.full_precision)
+        acc.print(f"resumed from {state_dir} at epoch {epoch}, step {step}: {EXACTNESS[acc.device.type == 'cuda']}")
     if acc.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        atomic_write_json(out / TEST_SET, _test_set(songs, pairs.test))
+        atomic_write_json(out / TEST_SET, _test_set(pairs.songs, pairs.test))
         atomic_write_json(out / "pairs_info.json", pairs.info)
-    tracker = Tracker(acc, cfg, out)
-    artists = artist_names([songs[i] for i in pairs.train_songs])
-    artist_id = {normalise(a): k for k, a in enumerate(artists)}
+    tracker = Tracker(acc, cfg, out, run_id=run_id, resume_step=step)
 
-    step, last, tic, seen, best, best_metrics = 0, {}, time.perf_counter(), 0, -1.0, {}
-    for epoch in range(1, t.epochs + 1):
-        bar = tqdm(train_loader, desc=f"epoch {epoch}/{t.epochs}", unit="batch", leave=False, mininterval=2,
-                   disable=not acc.is_main_process)
-        for ids_a, len_a, ids_b, len_b, target in bar:
-            ids_a, ids_b = drop_words(ids_a, t.word_dropout), drop_words(ids_b, t.word_dropout)
-            with precision.autocast(acc.device):
-                pred = model(ids_a, len_a, ids_b, len_b)
-            pred = pred.float()
-            loss = F.mse_loss(pred, target) if t.loss == "mse" else F.binary_cross_entropy(pred.clamp(1e-6, 1 - 1e-6),
-                                                                                            target)
-            acc.backward(scaler.scale(loss))
-            optimizer_step(optimizer.optimizer, scaler, masters,
-                           lambda: acc.clip_grad_norm_(trained, t.grad_clip) if t.grad_clip else None)
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            seen += len(target) * acc.num_processes
-            if step % t.log_every == 0:
-                rate = seen / (time.perf_counter() - tic)
-                bar.set_postfix(loss=f"{loss.item():.3f}", pairs_per_s=f"{rate:.0f}")
-                tracker.log({"epoch": epoch, "train_loss": acc.reduce(loss.detach(), "mean").item(),
-                             "lr": t.lr, "pairs_per_sec": rate}, step)
-        if epoch % t.eval_every == 0 or epoch == t.epochs:
-            pred, target = predict(model, test_loader, acc, precision)
-            last = {f"test_{k}": v for k, v in pair_metrics(pred.numpy(), target.numpy()).items()}
-            row, score = {"epoch": epoch, "val_loss": last["test_mse"], **last}, None
-            if val_loader is not None:
-                val = pair_metrics(*(x.numpy() for x in predict(model, val_loader, acc, precision)))
-                score = val["accuracy"]
-                row.update(val_loss=val["mse"], val_accuracy=score)
-            tracker.log(row, step)
-            shown = f", validation {score:.1%}" if score is not None else ""
-            acc.print(
-                f"epoch {epoch}: test accuracy {last['test_accuracy']:.1%}, deciles {last['test_decile_accuracy']:.1%}"
-                f"{shown}"
-            )
-            improved = score is None or score > best
-            if improved:
-                best, best_metrics = (score if score is not None else best), last
-            if acc.is_main_process:
-                unwrapped = acc.unwrap_model(model)
-                vectors = encode_texts(unwrapped, vocab, [songs[i].text for i in pairs.train_songs])
-                ids = torch.tensor([artist_id[normalise(songs[i].artist)] for i in pairs.train_songs])
-                for name in ("last", "best") if improved else ("last",):
-                    save_similarity_checkpoint(
-                        out / "checkpoints" / name, unwrapped, vocab, artists, vectors, ids,
-                        state=full_precision_state(unwrapped, masters),
-                        step=step, epoch=epoch, sources=list(cfg.data.sources), metrics=last,
-                    )
-            acc.wait_for_everyone()
+    def save(next_epoch: int, next_batch: int) -> None:
+        info = {"step": step, "epoch": next_epoch, "batch": next_batch, "best_error": checkpoints.best_or_none,
+                "best_metrics": best_metrics, "wandb_run_id": tracker.run_id}
+        save_state(acc, out / "state", info, {}, arm.full_precision())
+
+    last: dict = {}
+    window = ThroughputWindow(acc.device)
+    first_step, started = step, time.perf_counter()
+    with StopOnSignal(acc, t.log_every, STOP_CHECK_SECONDS) as stop:
+        for epoch in range(epoch, t.epochs + 1):
+            bar = tqdm(arm.batches(epoch, skip), desc=f"epoch {epoch}/{t.epochs}", unit="batch", leave=False,
+                       initial=skip, total=arm.steps_per_epoch(), mininterval=2, disable=not acc.is_main_process)
+            window_loss, window_steps = torch.zeros((), device=acc.device), 0
+            for k, batch in enumerate(bar, start=skip):
+                loss, n_pairs = arm.train_step(batch)
+                step += 1
+                window_loss += loss
+                window_steps += 1
+                window.add(n_pairs)
+                if step % t.log_every == 0:
+                    row = {"epoch": epoch, "train_loss": acc.reduce(window_loss, "mean").item() / window_steps,
+                           "lr": t.lr, "pairs_per_sec": window.rate()}
+                    bar.set_postfix(loss=f"{row['train_loss']:.3f}", pairs_per_s=f"{row['pairs_per_sec']:.0f}")
+                    tracker.log(row, step)
+                    window_loss, window_steps = torch.zeros((), device=acc.device), 0
+                    window.reset()
+                if step == first_step + STOP_CALIBRATION_STEPS:
+                    stop.calibrate((time.perf_counter() - started) / STOP_CALIBRATION_STEPS)
+                if stop.requested(step):
+                    stop.stop(step, lambda: save(epoch, k + 1))
+            bar.close()
+            skip = 0
+            if epoch % t.eval_every_epochs and epoch != t.epochs:
+                continue
+            with window.paused():
+                test, val, score = arm.evaluate()
+                last = {f"test_{k}": v for k, v in test.items()}
+                tracker.log({"epoch": epoch, "val_loss": last["test_mse"], **last, **val}, step)
+                shown = f", validation {score:.1%}" if score is not None else ""
+                acc.print(f"epoch {epoch}: test accuracy {last['test_accuracy']:.1%}, "
+                          f"deciles {last['test_decile_accuracy']:.1%}{shown}")
+                if acc.is_main_process:
+                    aliases = checkpoints.update(None if score is None else 1 - score, lambda path: arm.write_checkpoint(
+                        path, step=step, epoch=epoch, sources=list(cfg.data.sources), metrics=last))
+                    if "best" in aliases:
+                        best_metrics = last
+                acc.wait_for_everyone()
+                save(epoch + 1, 0)
     tracker.finish()
     return best_metrics or last
 

@@ -1,6 +1,5 @@
-"""Training loop of the n-gram siamese model (model.kind: ngram): fresh same/different-artist pairs every epoch,
-each side a whole song or a few-line segment of it, a contrastive pairwise loss on exp(-L1), the best checkpoint
-kept by validation accuracy.
+"""The n-gram siamese model's arm of the similarity loop (model.kind: ngram): fresh same/different-artist pairs
+every epoch, each side a whole song or a few-line segment of it, a contrastive pairwise loss on exp(-L1).
 
 Pairs are drawn anew each epoch (as many as `pairs.train` holds) rather than fixed once: with a bag-of-n-grams
 encoder a step costs about a millisecond, so the many pairs that keep a hashed table from memorising single songs
@@ -16,17 +15,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-import yaml
-from tqdm.auto import tqdm
 
-from ..fileio import atomic_write_json, atomic_write_text
-from ..tracking import Tracker
+from ..errors import LyricdistError
 from .checkpoint import save_similarity_checkpoint
 from .config import SimilarityConfig
 from .metrics import pair_metrics
 from .ngram import NgramFeatures, NgramSiamese, bags
 from .pairs import Pair, PairSet, artist_names, normalise
+from .train import pair_loss
 
 
 class Views:
@@ -92,92 +88,77 @@ def predict(model: NgramSiamese, views: Views, pairs: list[Pair], whole: bool, s
     return torch.cat(preds).numpy() if preds else np.zeros(0)
 
 
-def pair_loss(pred: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
-    if kind == "mse":
-        return F.mse_loss(pred, target)
-    # -log s for similar pairs is the L1 distance itself; -log(1 - s) pushes dissimilar pairs apart.
-    return F.binary_cross_entropy(pred.clamp(1e-6, 1 - 1e-6), target)
+class NgramArm:
+    """The n-gram siamese model's part of the similarity loop (see train.py): pairs drawn anew every epoch from
+    (seed, epoch), each side a whole song or a few-line segment; a sparse table (SparseAdam) and dense layers (Adam)."""
 
+    def __init__(self, cfg: SimilarityConfig, pairs: PairSet, acc):
+        if acc.num_processes > 1:
+            raise LyricdistError("model.kind=ngram trains in one process (a step is about a millisecond and sparse "
+                                 "table gradients gain nothing from DDP); run it without torchrun/accelerate launch")
+        t, songs = cfg.train, pairs.songs
+        self.cfg, self.pairs, self.acc = cfg, pairs, acc
+        self.features = NgramFeatures.from_config(cfg.model)
+        torch.manual_seed(t.seed)
+        model = NgramSiamese(cfg.model, len(self.features)).to(acc.device)
+        self.dense = [p for n, p in model.named_parameters() if not n.startswith("embedding")]
+        self.model, *self.optimizers = acc.prepare(
+            model, torch.optim.SparseAdam(list(model.embedding.parameters()), lr=t.lr),
+            torch.optim.Adam(self.dense, lr=t.lr))
+        tic = time.perf_counter()
+        self.views = Views(self.features, [s.text for s in songs], t.segment_lines, t.segment_share)
+        acc.print(f"n-gram features of {len(songs)} songs in {time.perf_counter() - tic:.1f}s "
+                  f"({np.mean([len(v) for v in self.views.whole]):.0f} per song, {len(self.features)} buckets)")
+        self.artist_of = [normalise(s.artist) for s in songs]
+        self.per_epoch = max(len(pairs.train), t.batch_size)
 
-def train_ngram(cfg: SimilarityConfig, pairs: PairSet, acc) -> dict:
-    """Train per `cfg` on `pairs`; returns the held-out metrics of the best checkpoint (prefixed test_)."""
-    t, out = cfg.train, Path(cfg.train.out_dir)
-    songs = pairs.songs
-    device = acc.device
-    features = NgramFeatures.from_config(cfg.model)
-    torch.manual_seed(t.seed)
-    model = NgramSiamese(cfg.model, len(features)).to(device)
-    dense = [p for n, p in model.named_parameters() if not n.startswith("embedding")]
-    optimizers = [torch.optim.SparseAdam(list(model.embedding.parameters()), lr=t.lr), torch.optim.Adam(dense, lr=t.lr)]
-    tic = time.perf_counter()
-    views = Views(features, [s.text for s in songs], t.segment_lines, t.segment_share)
-    acc.print(f"n-gram features of {len(songs)} songs in {time.perf_counter() - tic:.1f}s "
-              f"({np.mean([len(v) for v in views.whole]):.0f} per song, {len(features)} buckets)")
-    artist_of = [normalise(s.artist) for s in songs]
-    artists = artist_names([songs[i] for i in pairs.train_songs])
-    artist_id = {normalise(a): k for k, a in enumerate(artists)}
-    if acc.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        from .train import TEST_SET, _test_set
+    def steps_per_epoch(self) -> int:
+        return (self.per_epoch + self.cfg.train.batch_size - 1) // self.cfg.train.batch_size
 
-        atomic_write_json(out / TEST_SET, _test_set(songs, pairs.test))
-        atomic_write_json(out / "pairs_info.json", pairs.info)
-    tracker = Tracker(acc, cfg, out)
-    rng = random.Random(t.seed)
-    per_epoch = max(len(pairs.train), t.batch_size)
-    steps = (per_epoch + t.batch_size - 1) // t.batch_size
-    best, best_metrics, step, last = -1.0, {}, 0, {}
-
-    def save(name: str, metrics: dict, epoch: int) -> None:
-        vectors = model.encode_texts(features, [songs[i].text for i in pairs.train_songs])
-        ids = torch.tensor([artist_id[artist_of[i]] for i in pairs.train_songs])
-        save_similarity_checkpoint(out / "checkpoints" / name, model, features, artists, vectors, ids,
-                                   step=step, epoch=epoch, sources=list(cfg.data.sources), metrics=metrics)
-
-    for epoch in range(1, t.epochs + 1):
-        epoch_pairs = draw_pairs(pairs.train_songs, artist_of, per_epoch, rng)
-        bar = tqdm(range(steps), desc=f"epoch {epoch}/{t.epochs}", unit="step", leave=False, mininterval=2,
-                   disable=not acc.is_main_process)
-        seen, tic = 0, time.perf_counter()
-        for k in bar:
+    def batches(self, epoch: int, skip: int):
+        t = self.cfg.train
+        epoch_pairs = draw_pairs(self.pairs.train_songs, self.artist_of, self.per_epoch,
+                                 random.Random(f"{t.seed}/{epoch}"))
+        for k in range(skip, self.steps_per_epoch()):
             chunk = epoch_pairs[k * t.batch_size : (k + 1) * t.batch_size]
-            ids, offsets, target = _batch(views, chunk, rng, drop=t.word_dropout)
-            pred = model(ids.to(device), offsets.to(device))
-            loss = pair_loss(pred, target.to(device), t.loss)
-            for opt in optimizers:
-                opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if t.grad_clip:
-                torch.nn.utils.clip_grad_norm_(dense, t.grad_clip)
-            for opt in optimizers:
-                opt.step()
-            step += 1
-            seen += len(chunk)
-            if step % t.log_every == 0:
-                rate = seen / (time.perf_counter() - tic)
-                bar.set_postfix(loss=f"{loss.item():.3f}", pairs_per_s=f"{rate:.0f}")
-                tracker.log({"epoch": epoch, "train_loss": loss.item(), "lr": t.lr, "pairs_per_sec": rate}, step)
-        if epoch % t.eval_every and epoch != t.epochs:
-            continue
-        test_pred = predict(model, views, pairs.test, True, t.seed, device)
-        last = {f"test_{k}": v for k, v in pair_metrics(test_pred, [p[2] for p in pairs.test]).items()}
-        row = {"epoch": epoch, "val_loss": last["test_mse"], **last}
-        score = None
-        if pairs.val:
-            songs_acc = pair_metrics(predict(model, views, pairs.val, True, t.seed, device), [p[2] for p in pairs.val])
-            segs = predict(model, views, pairs.val, False, t.seed, device)
-            segs_acc = pair_metrics(segs, [p[2] for p in pairs.val])
-            score = (songs_acc["accuracy"] + segs_acc["accuracy"]) / 2
-            row.update(val_accuracy=songs_acc["accuracy"], val_segment_accuracy=segs_acc["accuracy"],
-                       val_loss=songs_acc["mse"])
-        tracker.log(row, step)
-        shown = f", validation {score:.1%} (songs and segments)" if score is not None else ""
-        acc.print(f"epoch {epoch}: test accuracy {last['test_accuracy']:.1%}{shown}")
-        if acc.is_main_process:
-            save("last", last, epoch)
-            if score is None or score > best:
-                best, best_metrics = (score if score is not None else best), last
-                save("best", last, epoch)
-    tracker.finish()
-    return best_metrics or last
+            yield _batch(self.views, chunk, random.Random(f"{t.seed}/{epoch}/{k}"), drop=t.word_dropout)
+
+    def train_step(self, batch) -> tuple[torch.Tensor, int]:
+        ids, offsets, target = batch
+        device = self.acc.device
+        loss = pair_loss(self.model(ids.to(device), offsets.to(device)), target.to(device), self.cfg.train.loss)
+        for opt in self.optimizers:
+            opt.zero_grad(set_to_none=True)
+        self.acc.backward(loss)
+        if self.cfg.train.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.dense, self.cfg.train.grad_clip)
+        for opt in self.optimizers:
+            opt.step()
+        return loss.detach(), len(target)
+
+    def evaluate(self) -> tuple[dict, dict, float | None]:
+        """(test metrics, validation metrics, the score ranking checkpoints: the mean of the validation accuracy on
+        whole songs and on segments, so the model kept attributes collaboration segments too)."""
+        seed, device, p = self.cfg.train.seed, self.acc.device, self.pairs
+        test = pair_metrics(predict(self.model, self.views, p.test, True, seed, device), [x[2] for x in p.test])
+        if not p.val:
+            return test, {}, None
+        targets = [x[2] for x in p.val]
+        songs = pair_metrics(predict(self.model, self.views, p.val, True, seed, device), targets)
+        segments = pair_metrics(predict(self.model, self.views, p.val, False, seed, device), targets)
+        row = {"val_accuracy": songs["accuracy"], "val_segment_accuracy": segments["accuracy"], "val_loss": songs["mse"]}
+        return test, row, (songs["accuracy"] + segments["accuracy"]) / 2
+
+    def write_checkpoint(self, path: Path, **info) -> None:
+        songs, train_songs = self.pairs.songs, self.pairs.train_songs
+        artists = artist_names([songs[i] for i in train_songs])
+        artist_id = {normalise(a): k for k, a in enumerate(artists)}
+        vectors = self.model.encode_texts(self.features, [songs[i].text for i in train_songs])
+        ids = torch.tensor([artist_id[self.artist_of[i]] for i in train_songs])
+        save_similarity_checkpoint(path, self.model, self.features, artists, vectors, ids, **info)
+
+    def full_precision(self) -> dict[str, torch.Tensor]:
+        return {}  # fp32 throughout: accelerate's state holds the weights
+
+    def restore(self, full: dict[str, torch.Tensor]) -> None:
+        pass
