@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .errors import LyricdistError
-from .prepare import read_meta
+from .corpus_format import read_meta
 from .vocab import Vocab
 
 

@@ -19,13 +19,12 @@ from typing import Sequence
 
 import numpy as np
 
+from .corpus_format import CORPUS_FORMAT, CORPUS_VERSION
 from .errors import LyricdistError
 from .fileio import atomic_dir, atomic_write_json
 from .sources import Song, open_source
 from .vocab import MAX_CODEPOINT, Vocab, codepoints
 
-CORPUS_FORMAT = "lyricdist-corpus"
-CORPUS_VERSION = 1
 
 
 @dataclass
@@ -268,21 +267,6 @@ def prepare(
             f"{len(docs['train'])} docs, val {pos['val']:,} chars / {len(docs['val'])} docs, "
             f"{len(artist_names)} artist(s), {meta['seconds']:.1f}s"
         )
-    return meta
-
-
-def read_meta(corpus_dir: str | Path) -> dict:
-    path = Path(corpus_dir) / "meta.json"
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise LyricdistError(
-            f"{corpus_dir} is not a prepared corpus (no meta.json); run `lyricdist prepare SOURCE --out {corpus_dir}`"
-        ) from None
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise LyricdistError(f"{path} is corrupted; re-run `lyricdist prepare`") from None
-    if meta.get("format") != CORPUS_FORMAT:
-        raise LyricdistError(f"{corpus_dir} is not a lyricdist corpus; run `lyricdist prepare` first")
     return meta
 
 

@@ -162,3 +162,22 @@ def test_eval_layout_does_not_depend_on_world_size():
                         if any(ev.batch(c).mask[i].any() for c in range(len(ev)))]
         layouts.append(streams)
     assert layouts[0] == layouts[1] == layouts[2] and len(layouts[0]) >= 2
+
+
+def test_a_corpus_of_a_newer_format_version_is_refused(demo_corpus, tmp_path):
+    import json
+    import shutil
+
+    from lyricdist.corpus_format import CORPUS_VERSION
+    from lyricdist.data import Corpus
+    from lyricdist.errors import LyricdistError
+
+    newer = tmp_path / "newer"
+    shutil.copytree(demo_corpus, newer)
+    meta = json.loads((newer / "meta.json").read_text())
+    assert meta["version"] == CORPUS_VERSION
+    Corpus(newer)  # the version this reader wrote
+    meta["version"] = CORPUS_VERSION + 1
+    (newer / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(LyricdistError, match="newer lyricdist"):
+        Corpus(newer)

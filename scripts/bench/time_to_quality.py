@@ -154,7 +154,7 @@ def _ensure_corpus(args) -> None:
 
 
 def _is_shakespeare(corpus: str) -> bool:
-    from lyricdist.prepare import read_meta
+    from lyricdist.corpus_format import read_meta
 
     return "tinyshakespeare" in Path(corpus).name or any(
         "tinyshakespeare" in s.get("source", "") for s in read_meta(corpus).get("sources", []))

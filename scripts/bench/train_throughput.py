@@ -254,7 +254,7 @@ def measure_arms(arms: list[str], config: Path, corpus: str, device: str, batch:
 def synthetic_corpus(out: Path, chars: int, vocab_size: int = 96, seed: int = 0) -> Path:
     """A prepared corpus of random characters in songs of 800-3,200 characters (1% of the songs held out)."""
     from lyricdist.fileio import atomic_write_json
-    from lyricdist.prepare import CORPUS_FORMAT, CORPUS_VERSION
+    from lyricdist.corpus_format import CORPUS_FORMAT, CORPUS_VERSION
     from lyricdist.vocab import Vocab
 
     rng = np.random.default_rng(seed)
