@@ -14,9 +14,6 @@ from .model import CharRNN
 from .precision import use_for_inference
 from .vocab import Vocab
 
-ORIGINAL_DIVERSITIES = (0.2, 0.5, 1.0, 1.2)
-
-
 def prime_ids(vocab: Vocab, primetext: str, drop_unknown: bool = False) -> list[int]:
     """Encode a primetext; characters outside the vocabulary are an error unless `drop_unknown`."""
     if vocab.lowercase:

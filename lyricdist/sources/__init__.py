@@ -1,7 +1,8 @@
 """Corpus sources for `lyricdist prepare`.
 
-A source is either a collection of songs (split into train/validation by whole song) or one continuous text
-(char-rnn's input.txt: validation is its last fraction): text files, `demo`, scraped dataset directories,
+A source is either a collection of songs (kind "songs": `songs()` yields Song; split into train/validation by
+whole song) or one continuous text (kind "text": `chunks()` yields str in bounded memory; char-rnn's input.txt,
+whose validation is its last fraction); both have `name` and `default_lowercase`. Kinds: text files, `demo`, scraped dataset directories,
 giitaayan files, Hub datasets (`hf:USER/DATASET[:SPLIT]`) and parquet files. New sources register themselves with
 `register_source`; `open_source` picks the first whose `detect` accepts the argument, or the one named by a
 `kind:` prefix (`text:notes.txt`, `demo:`).
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Protocol
+from typing import Callable
 
 from ..errors import LyricdistError
 
@@ -22,27 +23,6 @@ class Song:
     artist: str = ""
     title: str = ""
     meta: dict = field(default_factory=dict)
-
-
-class SongSource(Protocol):
-    """Whole songs; small enough to hold in memory."""
-
-    name: str
-    kind: str  # "songs"
-    default_lowercase: bool
-
-    def songs(self) -> Iterator[Song]: ...
-
-
-class TextSource(Protocol):
-    """One continuous document read in chunks (bounded memory)."""
-
-    name: str
-    kind: str  # "text"
-    default_lowercase: bool
-    artist: str
-
-    def chunks(self) -> Iterator[str]: ...
 
 
 @dataclass
