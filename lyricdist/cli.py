@@ -80,18 +80,63 @@ def add_signature_options(parser, func: Callable, positional: str | None = None)
     helps = {p.arg_name: p.description for p in docstring_parser.parse(func.__doc__ or "").params}
     for name, param in inspect.signature(func).parameters.items():
         required = param.default is inspect.Parameter.empty
+        flag, hint, help_ = "--" + name.replace("_", "-"), hints[name], helps.get(name)
+        listed = _listed_scalar(hint)  # --temperature 0.5 1.0, not --temperature [0.5,1.0]
         if name == positional:
-            parser.add_argument(name, nargs="*", type=str, default=[], help=helps.get(name))
+            parser.add_argument(name, nargs="*", type=str, default=[], help=help_)
         elif required and positional is None:
-            parser.add_argument(name, type=hints[name], help=helps.get(name))
+            parser.add_argument(name, type=hint, help=help_)
         elif required:
-            parser.add_argument("--" + name.replace("_", "-"), type=hints[name], required=True, help=helps.get(name))
-        elif hints[name] is bool:
-            parser.add_argument("--" + name.replace("_", "-"), action=ActionYesNo(yes_prefix="", no_prefix="no-"),
-                                default=param.default, help=helps.get(name))
+            parser.add_argument(flag, type=hint, required=True, help=help_)
+        elif hint is bool:
+            parser.add_argument(flag, action=ActionYesNo(yes_prefix="", no_prefix="no-"), default=param.default,
+                                help=help_)
+        elif listed is not None:
+            default = None if param.default is None else list(param.default)
+            parser.add_argument(flag, nargs="+", type=listed, default=default, help=help_)
         else:
-            parser.add_argument("--" + name.replace("_", "-"), type=hints[name], default=param.default,
-                                help=helps.get(name))
+            parser.add_argument(flag, type=hint, default=param.default, help=help_)
+
+
+def _listed_scalar(hint):
+    """T for list[T] / Sequence[T] / list[T] | None with T a scalar type, else None."""
+    import collections.abc
+    import typing
+
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) in (typing.Union, getattr(__import__("types"), "UnionType", None)) and len(args) == 1:
+        hint = args[0]
+    if typing.get_origin(hint) in (list, collections.abc.Sequence):
+        (item,) = typing.get_args(hint) or (str,)
+        if isinstance(item, type) and issubclass(item, (str, int, float)):
+            return item
+    return None
+
+
+def check_ranges(func: Callable, values: dict) -> None:
+    """Python callers get the range checks the command line gets from the parameter types (PositiveInt, ...)."""
+    import typing
+
+    from .errors import LyricdistError
+
+    for name, hint in typing.get_type_hints(func).items():
+        items = [values.get(name)]
+        if _listed_scalar(hint) is not None:
+            hint, items = _listed_scalar(hint), list(values.get(name) or [])
+        if isinstance(hint, type) and issubclass(hint, (int, float)) and hint not in (int, float, bool):
+            for value in items:
+                try:
+                    if value is not None:
+                        hint(value)
+                except (TypeError, ValueError) as e:
+                    raise LyricdistError(f"--{name.replace('_', '-')}: {e}") from None
+
+
+def call(func: Callable, args):
+    """`func` called with its parameters' values from parsed `args` (other options are the caller's)."""
+    import inspect
+
+    return func(**{name: args[name] for name in inspect.signature(func).parameters})
 
 
 def function_parser(func: Callable, positional: str | None = None):
@@ -115,7 +160,7 @@ def _command(cmd: str):
     parser = function_parser(func)
 
     def run(args) -> int:
-        result = func(**args.as_dict())
+        result = call(func, args)
         return result if isinstance(result, int) else 0  # a function returning its product succeeded
 
     return parser, run
@@ -125,19 +170,26 @@ def _one_line(text: str) -> str:
     return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
 
 
+RESTRICTIONS = {"v>0": "must be positive", "v>=0": "must be >= 0", "v>=0 and v<=1": "must be in [0, 1]",
+                "v>0 and v<1": "must be in (0, 1)"}
+
+
 def _argument_error(parser, error: Exception) -> str:
-    """jsonargparse's message in one line, naming options as they are typed (--max-songs, not max_songs)."""
+    """jsonargparse's message in one line, naming options as they are typed (--max-songs, not max_songs) and range
+    restrictions in words."""
     option = {a.dest: a.option_strings[0] for a in parser._actions if a.option_strings}
     line = _one_line(error)
-    line = re.sub(r'Parser key "([\w.]+)":', lambda m: option.get(m.group(1), m.group(1)) + ":", line)
+    line = re.sub(r'Parser key "([\w.]+)"(?: element \d+)?:', lambda m: option.get(m.group(1), m.group(1)) + ":", line)
     line = re.sub(r"(the following arguments are required: )(.*)$",
                   lambda m: m.group(1) + ", ".join(option.get(n, n) for n in m.group(2).split(", ")), line)
-    # the message for a value that fits none of the types of an `X | None`: keep the reason and the value
-    union = re.match(r"(--[\w.-]+): Does not validate against any of the Union subtypes .*?- Not of type (\w+): (.*?)"
-                     r" - Expected a <class 'NoneType'>.*Given value: (.*)$", line)
-    if union:
-        flag, type_, reason, value = union.groups()
-        line = f"{flag}: {value} is not a {type_} ({reason})"
+    # a value outside a constrained type's range (alone, or as the first type of an `X | None`)
+    ranged = re.match(r"(--[\w.-]+): (?:Does not validate against any of the Union subtypes .*?- )?"
+                      r"Not of type \w+: ?(.*?) ?does not conform to restriction (v[^-]*?)(?: - Expected .*)?$", line)
+    if ranged:
+        flag, value, restriction = ranged.groups()
+        given = re.search(r"Given value: (.*)$", line)
+        value = given.group(1) if given and not value else value
+        line = f"{flag} {RESTRICTIONS.get(restriction.strip(), restriction.strip())}, got {value}"
     return line
 
 

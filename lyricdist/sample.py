@@ -7,12 +7,16 @@ from dataclasses import dataclass
 from typing import Literal, Sequence
 
 import torch
+from jsonargparse.typing import (ClosedUnitInterval, NonNegativeFloat, NonNegativeInt, OpenUnitInterval, PositiveFloat,
+                                 PositiveInt)
 
 from .checkpoint import load_checkpoint
+from .cli import check_ranges
 from .errors import LyricdistError
 from .model import CharRNN
 from .precision import use_for_inference
 from .vocab import Vocab
+
 
 def prime_ids(vocab: Vocab, primetext: str, drop_unknown: bool = False) -> list[int]:
     """Encode a primetext; characters outside the vocabulary are an error unless `drop_unknown`."""
@@ -191,40 +195,52 @@ class SampleResult:
 def sample(
     checkpoint: str,
     primetext: str = "",
-    length: int = 500,
-    temperature: Sequence[float] = (1.0,),
-    top_k: int = 0,
-    num_samples: int = 1,
+    length: PositiveInt = 500,
+    temperature: Sequence[PositiveFloat] = (1.0,),
+    top_k: NonNegativeInt = 0,
+    num_samples: PositiveInt = 1,
     seed: int = 0,
     argmax: bool = False,
     drop_unknown: bool = False,
     device: str = "cpu",
     artist: str | None = None,
     artist_mix: str | None = None,
-    alpha: float = 0.5,
-    mixed_precision: str = "auto",
+    alpha: ClosedUnitInterval = 0.5,
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto",
     against: str | None = None,
-    guidance: float = 0.0,
+    guidance: NonNegativeFloat = 0.0,
 ) -> list[SampleResult]:
-    """Sample from CHECKPOINT: `num_samples` texts for each temperature, deterministic for a given seed.
+    """Generate text from a checkpoint: `num_samples` texts for each temperature, deterministic for a given seed.
 
-    Without a primetext the model starts from a newline, which is not part of the text (no leading blank line)."""
-    if length <= 0:
-        raise LyricdistError(f"--length must be positive, got {length}")
-    if num_samples <= 0:
-        raise LyricdistError(f"--num-samples must be positive, got {num_samples}")
-    if top_k < 0:
-        raise LyricdistError(f"--top-k must be >= 0, got {top_k}")
+    Without a primetext the model starts from a newline, which is not part of the text (no leading blank line).
+
+    Args:
+        checkpoint: a checkpoint directory, a run's out_dir (its best), hf:REPO[@REV] or wandb:ENTITY/PROJECT/NAME:ALIAS
+        primetext: text to continue
+        length: characters to generate
+        temperature: one or more, e.g. 0.2 0.5 1.0 1.2
+        top_k: sample among the k likeliest characters (0 = all)
+        num_samples: samples per temperature (one batch)
+        seed: same seed, same text
+        argmax: greedy decoding instead of sampling
+        drop_unknown: drop primetext characters not in the vocabulary
+        device: cpu, cuda, cuda:1, ...
+        artist: artist to write as (artist-conditioned models)
+        artist_mix: a second artist to blend into --artist
+        alpha: weight of --artist-mix: (1-alpha) artist + alpha mix
+        mixed_precision: the RNN's dtype, chosen as in training (auto: bf16 where native and fused, else fp32)
+        against: an artist to steer away from: logits + w * (logits - logits as --against)
+        guidance: w of --against (0 = off; 1-3 sharpens the style)
+    """
+    check_ranges(sample, locals())
     temps = [1.0] if argmax else list(temperature)
-    if not temps or any(t <= 0 for t in temps):
-        raise LyricdistError(f"--temperature values must be positive, got {temps}; use --argmax for greedy decoding")
+    if not temps:
+        raise LyricdistError("--temperature needs at least one value; use --argmax for greedy decoding")
     model, vocab, config = load_checkpoint(checkpoint, device=device)
     use_for_inference(model, device, mixed_precision)
     ids = prime_ids(vocab, primetext, drop_unknown)
     if not ids:
         ids = [vocab.chars.index("\n")] if "\n" in vocab else [0]
-    if guidance < 0:
-        raise LyricdistError(f"--guidance must be >= 0, got {guidance}")
     if against is not None and artist is None:
         raise LyricdistError("--against needs --artist: guidance steers --artist away from --against")
     names = config.get("artists", []) if model.artist_embed is not None else []
@@ -242,60 +258,39 @@ def sample(
     return [SampleResult(t, i, prime, text, label) for (t, i), text in zip(rows, texts)]
 
 
-def cli_parser():
-    from .cli import new_parser
+def output_options(
+    json: bool = False,
+    check_memorization: bool = False,
+    corpus: list[str] | None = None,
+    max_span: PositiveInt | None = None,
+    max_ngram_share: OpenUnitInterval | None = None,
+) -> None:
+    """The command line's own options: how `sample`'s results are printed and checked.
 
-    p = new_parser("Generate text from a checkpoint (OUT_DIR, OUT_DIR/checkpoints/best, or a wandb artifact dir).")
-    p.add_argument("checkpoint", help="checkpoint directory")
-    p.add_argument("--primetext", default="", help="text to continue")
-    p.add_argument("--length", type=int, default=500, help="characters to generate")
-    p.add_argument("--temperature", type=float, nargs="+", default=[1.0], help="one or more, e.g. 0.2 0.5 1.0 1.2")
-    p.add_argument("--top-k", type=int, default=0, help="sample among the k likeliest characters (0 = all)")
-    p.add_argument("--num-samples", type=int, default=1, help="samples per temperature (one batch)")
-    p.add_argument("--seed", type=int, default=0, help="same seed, same text")
-    p.add_argument("--argmax", action="store_true", help="greedy decoding instead of sampling")
-    p.add_argument("--drop-unknown", action="store_true", help="drop primetext characters not in the vocabulary")
-    p.add_argument("--artist", type=str | None, default=None, help="artist to write as (artist-conditioned models)")
-    p.add_argument("--artist-mix", type=str | None, default=None, help="a second artist to blend into --artist")
-    p.add_argument("--alpha", type=float, default=0.5, help="weight of --artist-mix: (1-alpha) artist + alpha mix")
-    p.add_argument("--against", type=str | None, default=None,
-                   help="an artist to steer away from: logits + w * (logits - logits as --against)")
-    p.add_argument("--guidance", type=float, default=0.0, help="w of --against (0 = off; 1-3 sharpens the style)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
-    p.add_argument("--mixed-precision", type=Literal["auto", "no", "bf16", "fp16"], default="auto",
-                   help="the RNN's dtype, chosen as in training (auto: bf16 where native and fused, else fp32)")
-    p.add_argument("--json", action="store_true", help="print JSON lines instead of text")
-    p.add_argument("--check-memorization", action="store_true", help="report text copied from training lyrics")
-    p.add_argument("--corpus", type=list[str] | None, default=None, help="corpora for the check (default: the model's)")
-    p.add_argument("--max-span", type=int | None, default=None,
-                   help="also warn at a copied span of this many characters (default: compare with the artist's "
-                        "held-out songs in words; 50 where it has none)")
-    p.add_argument("--max-ngram-share", type=float | None, default=None,
-                   help="also warn at this share of character 8-grams (default: as --max-span; 0.9)")
+    Args:
+        json: print JSON lines instead of text
+        check_memorization: report text copied from training lyrics
+        corpus: corpora for the check (default: the model's)
+        max_span: also warn at a copied span of this many characters (default: compare with the artist's held-out
+            songs in words; 50 where it has none)
+        max_ngram_share: also warn at this share of character 8-grams (default: as --max-span; 0.9)
+    """
+
+
+def cli_parser():
+    from .cli import add_signature_options, function_parser
+
+    p = function_parser(sample)
+    add_signature_options(p, output_options)
     return p
 
 
 def cli_run(parser, args) -> int:
     import json
 
-    results = sample(
-        args.checkpoint,
-        primetext=args.primetext,
-        length=args.length,
-        temperature=args.temperature,
-        top_k=args.top_k,
-        num_samples=args.num_samples,
-        seed=args.seed,
-        argmax=args.argmax,
-        drop_unknown=args.drop_unknown,
-        device=args.device,
-        artist=args.artist,
-        artist_mix=args.artist_mix,
-        alpha=args.alpha,
-        mixed_precision=args.mixed_precision,
-        against=args.against,
-        guidance=args.guidance,
-    )
+    from .cli import call
+
+    results = call(sample, args)
     reports = [None] * len(results)
     if args.check_memorization:
         from .memorization import check_texts, format_report, training_corpus

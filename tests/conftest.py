@@ -49,6 +49,29 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, check:
     return proc
 
 
+def run_main(*args: str, env: dict | None = None):
+    """`lyricdist ARGS` in this process (where a subprocess adds nothing): (returncode, stdout, stderr) like
+    subprocess.run's result. --help's exit is a returncode too."""
+    import contextlib
+    import io
+    import types
+
+    from lyricdist.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.ExitStack() as stack:
+        patch = stack.enter_context(pytest.MonkeyPatch.context())
+        for key, value in (env or {}).items():
+            patch.setenv(key, value)
+        stack.enter_context(contextlib.redirect_stdout(out))
+        stack.enter_context(contextlib.redirect_stderr(err))
+        try:
+            code = main(list(args))
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 1
+    return types.SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
+
+
 @pytest.fixture(scope="session")
 def demo_corpus(tmp_path_factory) -> Path:
     """The bundled demo corpus, prepared once per test session."""

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import CONFIGS, REPO, run_cli, tiny_config
+from conftest import CONFIGS, REPO, run_cli, run_main, tiny_config
 from lyricdist.checkpoint import load_checkpoint
 from lyricdist.errors import LyricdistError
 from lyricdist.sample import sample
@@ -87,12 +87,12 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, checkpoint):
         (["prepare", "demo", "--out", str(out), "--val-fraction", "1.5"], ["--val-fraction"]),
     ]
     for args, words in cases:
-        _assert_one_line_error(run_cli(*args, check=False), *words)
+        _assert_one_line_error(run_main(*args), *words)
         assert not out.exists(), args
     tiny = str(CONFIGS / "tiny.yaml")
     run = tmp_path / "run"
     corpus = tmp_path / "c"
-    run_cli("prepare", "demo", "--out", str(corpus))
+    assert run_main("prepare", "demo", "--out", str(corpus)).returncode == 0
     base = ["train", "--config", tiny, f"--data.corpus={corpus}", f"--train.out_dir={run}"]
     bad_yaml = tmp_path / "bad.yaml"
     bad_yaml.write_text(yaml.safe_dump({"train": {"learning_rate": 0.1}}))
@@ -105,14 +105,14 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, checkpoint):
         ([*base, "--model.num_layers=0"], ["model.num_layers must be positive"]),
         (["train", "--config", tiny, f"--data.corpus={tmp_path / 'nope'}", f"--train.out_dir={run}"], ["not found"]),
     ]:
-        _assert_one_line_error(run_cli(*args, check=False), *words)
+        _assert_one_line_error(run_main(*args), *words)
         assert not run.exists() or not any(run.iterdir()), args
     for args, words in [
         (["sample", str(checkpoint), "--temperature", "0"], ["positive"]),
         (["sample", str(checkpoint), "--length", "-3"], ["--length"]),
         (["sample", str(tmp_path / "nothing")], ["not found"]),
     ]:
-        _assert_one_line_error(run_cli(*args, check=False), *words)
+        _assert_one_line_error(run_main(*args), *words)
 
 
 def test_corrupted_and_mismatched_checkpoints(tmp_path, checkpoint):
@@ -122,17 +122,17 @@ def test_corrupted_and_mismatched_checkpoints(tmp_path, checkpoint):
     shutil.copytree(checkpoint, broken)
     data = (broken / "model.safetensors").read_bytes()
     (broken / "model.safetensors").write_bytes(data[: len(data) // 2])
-    _assert_one_line_error(run_cli("sample", str(broken), check=False), "corrupted")
+    _assert_one_line_error(run_main("sample", str(broken)), "corrupted")
     mismatch = tmp_path / "mismatch"
     shutil.copytree(checkpoint, mismatch)
     vocab = json.loads((mismatch / "vocab.json").read_text())
     vocab["chars"] = vocab["chars"][:-1]
     (mismatch / "vocab.json").write_text(json.dumps(vocab))
-    _assert_one_line_error(run_cli("sample", str(mismatch), check=False), "vocabulary mismatch")
+    _assert_one_line_error(run_main("sample", str(mismatch)), "vocabulary mismatch")
     missing = tmp_path / "missing"
     shutil.copytree(checkpoint, missing)
     (missing / "vocab.json").unlink()
-    _assert_one_line_error(run_cli("sample", str(missing), check=False), "missing vocab.json")
+    _assert_one_line_error(run_main("sample", str(missing)), "missing vocab.json")
 
 
 RUN_CONFIGS = sorted(p for p in CONFIGS.rglob("*.yaml") if "artists" not in p.parts and "similarity" not in p.name)

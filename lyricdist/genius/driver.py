@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import typing
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,16 +131,6 @@ def run_tasks(pending: Sequence[ArtistSpec], settings: FetchSettings, workers: i
             ray.cancel(ref, force=True)
 
 
-def check_ranges(func: Callable, values: dict) -> None:
-    """Python callers get the range checks the CLI gets from the parameter types (PositiveInt, ...)."""
-    for name, hint in typing.get_type_hints(func).items():
-        if isinstance(hint, type) and issubclass(hint, (int, float)) and hint not in (int, float, bool):
-            try:
-                hint(values[name])
-            except (TypeError, ValueError) as e:
-                raise LyricdistError(f"--{name.replace('_', '-')}: {e}") from None
-
-
 def scrape(
     artists: Sequence[str | ArtistSpec | dict],
     max_songs: PositiveInt,
@@ -181,6 +170,8 @@ def scrape(
         parquet: also write parquet/train.parquet
         progress: show a progress bar
     """
+    from ..cli import check_ranges
+
     check_ranges(scrape, locals())
     specs = [a if isinstance(a, ArtistSpec) else parse_artist_entry(a, "artists") for a in artists]
     if artists_file:
