@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from .collab import MODES
 from .errors import LyricdistError
 
-MODES = ("alternate", "blend", "condition")
 EXTRA = "pip install 'lyricdist[app]'"
 
 
@@ -258,16 +258,13 @@ def app(checkpoints: list[str], similarity: str | None = None, corpus: list[str]
 
 
 def cli_parser():
-    from .cli import new_parser
+    from .cli import function_parser
 
-    p = new_parser("A local web app (Gradio) for two-artist collaborations: pick artists, mode, temperature, "
-                   f"length and seed; watch the song being written. Needs the app extra: {EXTRA}")
-    p.add_argument("checkpoints", nargs="+", help="two checkpoints, or one artist-conditioned checkpoint")
-    p.add_function_arguments(app, skip={"checkpoints"})
-    return p
+    return function_parser(app, positional="checkpoints")
 
 
 def cli_run(parser, args) -> int:
-    app(args.checkpoints, similarity=args.similarity, corpus=args.corpus, host=args.host, port=args.port,
-        device=args.device)
+    from .cli import call
+
+    call(app, args)
     return 0

@@ -28,6 +28,12 @@ def portable_state(model: torch.nn.Module, state: dict[str, torch.Tensor] | None
             for k, v in state.items()}
 
 
+def artist_index(artists: list[str], name: str) -> int | None:
+    """Where `name` is in a checkpoint's artist list, ignoring case; None when it is not there."""
+    folded = name.casefold()
+    return next((i for i, a in enumerate(artists) if a.casefold() == folded), None)
+
+
 def save_checkpoint(
     path: str | Path,
     model: CharRNN,

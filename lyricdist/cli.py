@@ -120,6 +120,9 @@ def check_ranges(func: Callable, values: dict) -> None:
     from .errors import LyricdistError
 
     for name, hint in typing.get_type_hints(func).items():
+        if typing.get_origin(hint) is typing.Literal and values.get(name) not in typing.get_args(hint):
+            raise LyricdistError(f"--{name.replace('_', '-')} must be one of {', '.join(map(str, typing.get_args(hint)))}"
+                                 f", got {values.get(name)!r}")
         items = [values.get(name)]
         if _listed_scalar(hint) is not None:
             hint, items = _listed_scalar(hint), list(values.get(name) or [])
@@ -182,6 +185,10 @@ def _argument_error(parser, error: Exception) -> str:
     line = re.sub(r'Parser key "([\w.]+)"(?: element \d+)?:', lambda m: option.get(m.group(1), m.group(1)) + ":", line)
     line = re.sub(r"(the following arguments are required: )(.*)$",
                   lambda m: m.group(1) + ", ".join(option.get(n, n) for n in m.group(2).split(", ")), line)
+    literal = re.match(r"(--[\w.-]+): Expected a typing.Literal\[(.*)\]\. Got value: (.*)$", line)
+    if literal:
+        flag, choices, value = literal.groups()
+        line = f"{flag} must be one of {choices.replace(chr(39), '')}, got {value}"
     # a value outside a constrained type's range (alone, or as the first type of an `X | None`)
     ranged = re.match(r"(--[\w.-]+): (?:Does not validate against any of the Union subtypes .*?- )?"
                       r"Not of type \w+: ?(.*?) ?does not conform to restriction (v[^-]*?)(?: - Expected .*)?$", line)

@@ -27,18 +27,22 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, get_args
 
 import torch
+from jsonargparse.typing import ClosedUnitInterval, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 
-from .checkpoint import load_checkpoint, resolve_checkpoint_dir
+from .checkpoint import artist_index, load_checkpoint, resolve_checkpoint_dir
+from .cli import check_ranges
 from .precision import use_for_inference
 from .errors import LyricdistError
 from .fileio import atomic_write_json
 from .model import CharRNN
 from .vocab import Vocab
 
-MODES = ("alternate", "blend", "condition")
-RULES = ("product", "mixture")
+Mode = Literal["alternate", "blend", "condition"]
+Rule = Literal["product", "mixture"]
+MODES = get_args(Mode)
 MAX_LINE_CHARS = 200  # a "line" that never ends is cut here, so a turn always finishes
 
 
@@ -74,11 +78,9 @@ class Voice:
     def prime(self, text: str) -> None:
         """Start afresh reading `text`; characters this author's vocabulary lacks are skipped."""
         vocab = self.author.vocab
-        if vocab.lowercase:
-            text = text.lower()
-        ids = [vocab._index[c] for c in text if c in vocab]
+        ids = vocab.encode_known(text)
         if not ids:
-            ids = [vocab._index["\n"]] if "\n" in vocab else [0]
+            ids = [vocab.id_of("\n")] if "\n" in vocab else [0]
         self.state = None
         self._run(ids)
         if self.guide is not None:
@@ -93,7 +95,7 @@ class Voice:
         return torch.softmax(self.logits() / self.temperature, dim=-1)
 
     def feed(self, char: str) -> None:
-        self._run([self.author.vocab._index[char]])
+        self._run([self.author.vocab.id_of(char)])
         if self.guide is not None:
             self.guide.feed(char)
 
@@ -157,46 +159,50 @@ def load_authors(a: str, b: str, model: str | None, device: str = "cpu") -> tupl
         raise LyricdistError(f"--model {model} is not artist-conditioned (model.artist_embedding_dim is 0)")
     found = []
     for name in (a, b):
-        idx = [i for i, x in enumerate(artists) if x.casefold() == name.casefold()]
-        if not idx:
+        i = artist_index(artists, name)
+        if i is None:
             raise LyricdistError(f"artist {name!r} is not in --model {model}; choose from {artists}")
-        vec = m.artist_embed.weight[idx[0]].detach()
-        found.append(Author(artists[idx[0]], m, vocab, vec))
+        found.append(Author(artists[i], m, vocab, m.artist_embed.weight[i].detach()))
     return found[0], found[1]
 
 
 def collab(
     a: str,
     b: str,
-    mode: str = "alternate",
+    mode: Mode = "alternate",
     model: str | None = None,
-    turns: int = 4,
-    lines: int = 4,
-    context_lines: int = 2,
-    alpha: float = 0.5,
-    rule: str = "product",
-    temperature: float = 0.8,
+    turns: PositiveInt = 4,
+    lines: PositiveInt = 4,
+    context_lines: NonNegativeInt = 2,
+    alpha: ClosedUnitInterval = 0.5,
+    rule: Rule = "product",
+    temperature: PositiveFloat = 0.8,
     primetext: str = "",
     seed: int = 0,
     device: str = "cpu",
-    guidance: float = 0.0,
+    guidance: NonNegativeFloat = 0.0,
 ) -> dict:
-    """Write a song; returns {"segments": [{"author", "text"}], "authors", "mode", "settings", "seed"}."""
-    if mode not in MODES:
-        raise LyricdistError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
-    if rule not in RULES:
-        raise LyricdistError(f"--rule must be product or mixture, got {rule!r}")
-    for name, value in (("--turns", turns), ("--lines", lines)):
-        if value <= 0:
-            raise LyricdistError(f"{name} must be positive, got {value}")
-    if context_lines < 0:
-        raise LyricdistError(f"--context-lines must be >= 0, got {context_lines}")
-    if not 0 <= alpha <= 1:
-        raise LyricdistError(f"--alpha must be in [0, 1], got {alpha}")
-    if temperature <= 0:
-        raise LyricdistError(f"--temperature must be positive, got {temperature}")
-    if guidance < 0:
-        raise LyricdistError(f"--guidance must be >= 0, got {guidance}")
+    """Write a song with two artists: two checkpoints, or two artists of one conditioned model.
+
+    Returns {"segments": [{"author", "text"}], "authors", "mode", "settings", "seed"}.
+
+    Args:
+        a: artist A: a checkpoint (dir, run, hf:, wandb:), or an artist name of --model
+        b: artist B: a checkpoint (dir, run, hf:, wandb:), or an artist name of --model
+        mode: alternate (turns), blend (both models' distributions) or condition (interpolated artist embedding)
+        model: an artist-conditioned checkpoint; A and B name two of its artists
+        turns: alternate: turns; blend/condition: turns x lines lines
+        lines: lines per turn
+        context_lines: alternate: last lines of the song each turn continues
+        alpha: blend/condition: weight of B (0 = all A, 1 = all B)
+        rule: blend rule: product (geometric, renormalised) or mixture
+        temperature: sampling temperature of each model
+        primetext: opening text of the song
+        seed: same seed, same song
+        device: cpu, cuda, ...
+        guidance: alternate: steer each author away from the other, lA + w (lA - lB) (0 = off)
+    """
+    check_ranges(collab, locals())
     if mode == "condition" and model is None:
         raise LyricdistError(
             "--mode condition needs an artist-conditioned model: --model CKPT with A and B artist names"
@@ -263,8 +269,8 @@ def _blend(
     common = [c for c in a.vocab.chars if c in b.vocab]
     if not common:
         raise LyricdistError("the two models share no characters; blend needs a common vocabulary")
-    ia = torch.tensor([a.vocab._index[c] for c in common])
-    ib = torch.tensor([b.vocab._index[c] for c in common])
+    ia = torch.tensor([a.vocab.id_of(c) for c in common])
+    ib = torch.tensor([b.vocab.id_of(c) for c in common])
     va, vb = Voice(a, temperature), Voice(b, temperature)
     va.prime(prime)
     vb.prime(prime)
@@ -284,52 +290,19 @@ def format_song(result: dict) -> str:
 
 
 def cli_parser():
-    from .cli import new_parser
+    from .cli import add_signature_options, function_parser
+    from .memorization import check_options
 
-    p = new_parser("Write a song with two artists: two checkpoints, or two artists of one conditioned model.")
-    p.add_argument("a", help="artist A: a checkpoint dir, or an artist name of --model")
-    p.add_argument("b", help="artist B: a checkpoint dir, or an artist name of --model")
-    p.add_argument("--mode", default="alternate", help="alternate, blend or condition")
-    p.add_argument("--model", type=str | None, default=None, help="an artist-conditioned checkpoint; A, B name artists")
-    p.add_argument("--turns", type=int, default=4, help="alternate: turns; blend/condition: turns x lines lines")
-    p.add_argument("--lines", type=int, default=4, help="lines per turn")
-    p.add_argument("--context-lines", type=int, default=2, help="alternate: last lines of the song each turn continues")
-    p.add_argument("--alpha", type=float, default=0.5, help="blend/condition: weight of B (0 = all A, 1 = all B)")
-    p.add_argument("--rule", default="product", help="blend rule: product (geometric, renormalised) or mixture")
-    p.add_argument("--temperature", type=float, default=0.8, help="sampling temperature of each model")
-    p.add_argument("--guidance", type=float, default=0.0,
-                   help="alternate: steer each author away from the other, lA + w (lA - lB) (0 = off)")
-    p.add_argument("--primetext", default="", help="opening text of the song")
-    p.add_argument("--seed", type=int, default=0, help="same seed, same song")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, ...")
+    p = function_parser(collab)
     p.add_argument("--out", type=str | None, default=None, help="also write the song as JSON to this file")
-    p.add_argument("--check-memorization", action="store_true", help="report text copied from training lyrics")
-    p.add_argument("--corpus", type=list[str] | None, default=None, help="corpora for the check (default: the models')")
-    p.add_argument("--max-span", type=int | None, default=None,
-                   help="also warn at a copied span of this many characters (default: compare with the artist's "
-                        "held-out songs in words; 50 where it has none)")
-    p.add_argument("--max-ngram-share", type=float | None, default=None,
-                   help="also warn at this share of character 8-grams (default: as --max-span; 0.9)")
+    add_signature_options(p, check_options)
     return p
 
 
 def cli_run(parser, args) -> int:
-    result = collab(
-        args.a,
-        args.b,
-        mode=args.mode,
-        model=args.model,
-        turns=args.turns,
-        lines=args.lines,
-        context_lines=args.context_lines,
-        alpha=args.alpha,
-        rule=args.rule,
-        temperature=args.temperature,
-        primetext=args.primetext,
-        seed=args.seed,
-        device=args.device,
-        guidance=args.guidance,
-    )
+    from .cli import call
+
+    result = call(collab, args)
     if args.check_memorization:
         from .memorization import check_texts, format_report, training_corpus
 

@@ -238,18 +238,15 @@ def push(checkpoint: str, repo_id: str, private: bool = False, revision: str | N
 
 
 def cli_parser():
-    from .cli import new_parser
+    from .cli import function_parser
 
-    p = new_parser("Upload a checkpoint to the Hugging Face Hub with a model card; sample it with hf:REPO_ID.")
-    p.add_argument("checkpoint", help="checkpoint directory or a run's out_dir")
-    p.add_argument("repo_id", help="USER/REPO on the Hub")
-    p.add_argument("--private", action="store_true", help="create the repo private (an existing one keeps its visibility)")
-    p.add_function_arguments(push, skip={"checkpoint", "repo_id", "private"})
-    return p
+    return function_parser(push)
 
 
 def cli_run(parser, args) -> int:
-    url = push(args.checkpoint, args.repo_id, private=args.private, revision=args.revision, message=args.message)
+    from .cli import call
+
+    url = call(push, args)
     print(f"pushed {args.checkpoint} to {args.repo_id}: {url}")
     print(f"sample it with: lyricdist sample hf:{args.repo_id}")
     return 0

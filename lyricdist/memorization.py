@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+from jsonargparse.typing import OpenUnitInterval, PositiveInt
 
 from .checkpoint import resolve_checkpoint_dir
 from .data import Corpus
@@ -267,6 +268,23 @@ class CorpusIndex:
                 round(w_share, 4), w_span, w_text, **ref,
             ))
         return rows
+
+
+def check_options(
+    check_memorization: bool = False,
+    corpus: list[str] | None = None,
+    max_span: PositiveInt | None = None,
+    max_ngram_share: OpenUnitInterval | None = None,
+) -> None:
+    """The memorisation-check options of `sample` and `collab` (their command lines add them; see check_texts).
+
+    Args:
+        check_memorization: report text copied from training lyrics
+        corpus: corpora for the check (default: the model's)
+        max_span: also warn at a copied span of this many characters (default: compare with the artist's held-out
+            songs in words; 50 where it has none)
+        max_ngram_share: also warn at this share of character 8-grams (default: as --max-span; 0.9)
+    """
 
 
 def training_corpus(checkpoint: str | Path) -> str:

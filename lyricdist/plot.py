@@ -161,15 +161,14 @@ def plot(runs: list[str], out: str = "curves.png", title: str | None = None) -> 
 
 
 def cli_parser():
-    from .cli import new_parser
+    from .cli import function_parser
 
-    p = new_parser("Plot train/val loss (nats, bits/char) vs step and time, chars/s and lr of runs, overlaid.")
-    p.add_argument("runs", nargs="+", help="training out_dirs (or metrics.jsonl files)")
-    p.add_function_arguments(plot, skip={"runs"})
-    return p
+    return function_parser(plot, positional="runs")
 
 
 def cli_run(parser, args) -> int:
-    path = plot(args.runs, out=args.out, title=args.title)
+    from .cli import call
+
+    path = call(plot, args)
     print(f"wrote {path}")
     return 0

@@ -7,10 +7,9 @@ from dataclasses import dataclass
 from typing import Literal, Sequence
 
 import torch
-from jsonargparse.typing import (ClosedUnitInterval, NonNegativeFloat, NonNegativeInt, OpenUnitInterval, PositiveFloat,
-                                 PositiveInt)
+from jsonargparse.typing import ClosedUnitInterval, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 
-from .checkpoint import load_checkpoint
+from .checkpoint import artist_index, load_checkpoint
 from .cli import check_ranges
 from .errors import LyricdistError
 from .model import CharRNN
@@ -30,8 +29,7 @@ def prime_ids(vocab: Vocab, primetext: str, drop_unknown: bool = False) -> list[
                 f"remove them or pass --drop-unknown"
             )
         print(f"warning: dropped primetext characters not in the vocabulary: {''.join(missing)!r}", file=sys.stderr)
-        primetext = "".join(c for c in primetext if c in vocab)
-    return vocab.encode(primetext)
+    return vocab.encode_known(primetext)
 
 
 @torch.no_grad()
@@ -124,8 +122,7 @@ def progress_samples(
             voices = [(f"mean of {len(names)} artists", table[: len(names)].mean(0))]
     rows = []
     for prime in primetexts:
-        text = prime.lower() if vocab.lowercase else prime
-        ids = vocab.encode("".join(c for c in text if c in vocab))
+        ids = vocab.encode_known(prime)
         for artist, vec in voices:
             outs = generate(model, ids, length, temperatures, generator=gen, artist_vec=vec)
             for temp, o in zip(temperatures, outs):
@@ -148,10 +145,10 @@ def artist_vector(
     table = model.artist_embed.weight.detach()
 
     def row(name: str) -> torch.Tensor:
-        matches = [i for i, a in enumerate(artists) if a.casefold() == name.casefold()]
-        if not matches:
+        i = artist_index(artists, name)
+        if i is None:
             raise LyricdistError(f"artist {name!r} not in this model; choose one of {artists}")
-        return table[matches[0]]
+        return table[i]
 
     if artist is None:
         if artist_mix is not None:
@@ -258,30 +255,13 @@ def sample(
     return [SampleResult(t, i, prime, text, label) for (t, i), text in zip(rows, texts)]
 
 
-def output_options(
-    json: bool = False,
-    check_memorization: bool = False,
-    corpus: list[str] | None = None,
-    max_span: PositiveInt | None = None,
-    max_ngram_share: OpenUnitInterval | None = None,
-) -> None:
-    """The command line's own options: how `sample`'s results are printed and checked.
-
-    Args:
-        json: print JSON lines instead of text
-        check_memorization: report text copied from training lyrics
-        corpus: corpora for the check (default: the model's)
-        max_span: also warn at a copied span of this many characters (default: compare with the artist's held-out
-            songs in words; 50 where it has none)
-        max_ngram_share: also warn at this share of character 8-grams (default: as --max-span; 0.9)
-    """
-
-
 def cli_parser():
     from .cli import add_signature_options, function_parser
+    from .memorization import check_options
 
     p = function_parser(sample)
-    add_signature_options(p, output_options)
+    p.add_argument("--json", action="store_true", help="print JSON lines instead of text")
+    add_signature_options(p, check_options)
     return p
 
 

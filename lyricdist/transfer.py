@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .checkpoint import load_checkpoint
+from .checkpoint import artist_index, load_checkpoint
 from .errors import LyricdistError
 from .model import CharRNN
 from .vocab import Vocab
@@ -123,11 +123,10 @@ def _init_artists(model: CharRNN, base: CharRNN, artists: list[str], base_artist
     """Artist embedding rows by name; artists the base model does not know start at its mean artist."""
     if model.artist_embed is None:
         return []
-    table = {a.casefold(): i for i, a in enumerate(base_artists)}
     rows = model.artist_embed.weight
     kept = []
     for i in range(rows.shape[0]):
-        j = table.get(artists[i].casefold()) if i < len(artists) else None
+        j = artist_index(base_artists, artists[i]) if i < len(artists) else None
         if j is not None and j < base.artist_embed.weight.shape[0]:
             rows[i] = base.artist_embed.weight[j]
             kept.append(artists[i])

@@ -65,6 +65,12 @@ class Vocab:
             raise LyricdistError(f"characters not in the vocabulary: {missing!r}")
         return [self._index[c] for c in text]
 
+    def encode_known(self, text: str) -> list[int]:
+        """`text` read the way a primetext is: lowercased for a lowercase vocabulary, unknown characters dropped."""
+        if self.lowercase:
+            text = text.lower()
+        return [self._index[c] for c in text if c in self._index]
+
     def decode(self, ids) -> str:
         return "".join(self.chars[int(i)] for i in ids)
 

@@ -75,7 +75,7 @@ def test_hf_reference_samples_like_the_local_checkpoint_and_is_cached(hub, check
     assert run_cli("sample", "hf:me/lyrics", *args, env=offline).stdout == local
     # The memorisation check on a downloaded checkpoint, with the corpus given.
     corpus = json.loads((checkpoint / "config.json").read_text())["corpus"]
-    proc = run_cli("sample", "hf:me/lyrics", *args, "--check-memorization", "--corpus", f"[{corpus}]", env=hub.env)
+    proc = run_cli("sample", "hf:me/lyrics", *args, "--check-memorization", "--corpus", corpus, env=hub.env)
     assert "memorisation" in proc.stderr
 
 
