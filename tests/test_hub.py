@@ -168,3 +168,16 @@ def test_wandb_reference_downloads_the_model_artifact(checkpoint, tmp_path):
         wb.add_artifact("me", "lyricdist", "not-a-model", {"weights.bin": b"xx"}, [])
         proc = run_cli("sample", "wandb:me/lyricdist/not-a-model:latest", *args, env=env, check=False)
         assert proc.returncode == 1 and "is not a lyricdist checkpoint" in proc.stderr, proc.stderr
+
+
+def test_memorisation_check_on_a_download_names_what_it_needs(hub, checkpoint):
+    """A downloaded checkpoint whose recorded corpus is not on this machine: the check asks for --corpus."""
+    config = json.loads((checkpoint / "config.json").read_text())
+    config["corpus"] = "/elsewhere/corpus/demo"
+    files = {p.name: p.read_bytes() for p in checkpoint.iterdir()}
+    files["config.json"] = json.dumps(config).encode()
+    hub.repos["me/moved"] = Repo(private=False)
+    hub.add_commit("me/moved", files)
+    proc = run_cli("sample", "hf:me/moved", "--length", "20", "--check-memorization", env=hub.env, check=False)
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "/elsewhere/corpus/demo" in proc.stderr and "pass --corpus DIR" in proc.stderr
