@@ -39,7 +39,8 @@ def _gradio():
 
 @dataclass
 class Studio:
-    """What the page offers and the models behind it (loaded once)."""
+    """What the page offers, checked once at start (every checkpoint loads; one alone must be conditioned). Each
+    song is collab()'s own, which loads its checkpoints (remote ones are downloaded once per process)."""
 
     checkpoints: list[str]
     model: str | None = None  # one artist-conditioned checkpoint: A and B name two of its artists
