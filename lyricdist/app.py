@@ -39,7 +39,8 @@ def _gradio():
 
 @dataclass
 class Studio:
-    """What the page offers and the models behind it (loaded once)."""
+    """What the page offers, checked once at start (every checkpoint loads; one alone must be conditioned). Each
+    song is collab()'s own, which loads its checkpoints (remote ones are downloaded once per process)."""
 
     checkpoints: list[str]
     model: str | None = None  # one artist-conditioned checkpoint: A and B name two of its artists
@@ -171,6 +172,8 @@ def attribution_markdown(result: dict | None) -> str:
 
 def build(studio: Studio):
     """The Gradio Blocks page for `studio`."""
+    from .fileio import atomic_write_json
+
     gr = _gradio()
     values = [v for _, v in studio.choices]
     out_dir = Path(tempfile.mkdtemp(prefix="lyricdist-app-"))
@@ -186,10 +189,7 @@ def build(studio: Studio):
                     yield song_html(song), f"Writing... {n} part(s)", "", "", None
                     continue
                 path = out_dir / f"song-seed{int(seed)}-{len(os.listdir(out_dir))}.json"
-                result = {**song, "memorization": step["memorization"].get("rows")}
-                from .fileio import atomic_write_json
-
-                atomic_write_json(path, result)
+                atomic_write_json(path, {**song, "memorization": step["memorization"].get("rows")})
                 yield (song_html(song), f"Done: {len(song['segments'])} part(s), seed {int(seed)}.",
                        memorization_markdown(step["memorization"]), attribution_markdown(step["attribution"]),
                        str(path))

@@ -173,8 +173,8 @@ def model_card(checkpoint_dir: Path, repo_id: str, sample_text: str) -> str:
     lines = [
         "---", data.to_yaml(), "---", "",
         f"# {repo_id.split('/')[-1]}", "",
-        "A character-level recurrent lyric generator trained with [lyricdist](https://github.com/) "
-        "(safetensors weights, config.json and vocab.json; nothing is unpickled on load).", "",
+        "A character-level recurrent lyric generator trained with lyricdist (safetensors weights, config.json and "
+        "vocab.json; nothing is unpickled on load).", "",
         "## Model", "",
         f"- {m.get('num_layers')} x {m.get('hidden_size')} {m.get('cell', 'lstm').upper()} over {inputs}"
         f"{conditioned}; dropout {m.get('dropout', 0)}",
@@ -212,16 +212,16 @@ def push(checkpoint: str, repo_id: str, private: bool = False, revision: str | N
 
     if not _REPO_ID.match(repo_id):
         raise LyricdistError(f"REPO_ID {repo_id!r} is not a Hub repo id; write USER/REPO")
-    path = resolve_checkpoint_dir(checkpoint)
     if is_remote(checkpoint):
         raise LyricdistError(f"{checkpoint} is already remote; push a local checkpoint directory")
+    path = resolve_checkpoint_dir(checkpoint)
+    if not get_token():
+        raise LyricdistError(f"no Hugging Face token: log in with {HF_LOGIN}")
     config = json.loads((path / "config.json").read_text(encoding="utf-8"))
     artists = config.get("artists") or []
     conditioned = config.get("model", {}).get("artist_embedding_dim")
     text = sample(str(path), length=300, temperature=[0.8], seed=0,
                   artist=artists[0] if conditioned and artists else None)[0].text
-    if not get_token():
-        raise LyricdistError(f"no Hugging Face token: log in with {HF_LOGIN}")
     card = model_card(path, repo_id, text)
     ops = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(path / name)) for name in CHECKPOINT_FILES]
     ops.append(CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=card.encode("utf-8")))

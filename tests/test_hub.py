@@ -1,5 +1,6 @@
-"""Checkpoints on the Hub: `lyricdist push` and hf:REPO_ID[@REV] references, against a fake Hub on 127.0.0.1
-(tests/fake_hf.py) that huggingface_hub itself talks to (HF_ENDPOINT); wandb: references' parsing."""
+"""Checkpoints on the Hub and in wandb: `lyricdist push` and hf:REPO_ID[@REV] references against a fake Hub on
+127.0.0.1 (tests/fake_hf.py) that huggingface_hub itself talks to (HF_ENDPOINT); wandb:ENTITY/PROJECT/NAME:ALIAS
+against a fake W&B server (tests/fake_wandb.py) that the wandb public API talks to (WANDB_BASE_URL)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import yaml
 
 from conftest import run_cli, tiny_config
 from fake_hf import FakeHub, Repo
+from fake_wandb import FakeWandb
 from lyricdist.train import train
 
 FAKE_HF_TOKEN = "hf_" + "FAKEtoken" * 4
@@ -141,3 +143,41 @@ def test_reference_parsing():
     assert parse_hf("me/lyrics@v1.0") == ("me/lyrics", "v1.0")
     assert parse_wandb("ent/proj/model-abc:best") == ("ent/proj/model-abc", "best")
     assert parse_wandb("ent/proj/model-abc") == ("ent/proj/model-abc", "latest")
+
+
+@pytest.mark.slow
+def test_wandb_reference_downloads_the_model_artifact(checkpoint, tmp_path):
+    key = "local-" + "f" * 40
+    with FakeWandb() as wb:
+        files = {p.name: p.read_bytes() for p in checkpoint.iterdir()}
+        wb.add_artifact("me", "lyricdist", "model-abc123", files, ["best"])
+        env = {"WANDB_BASE_URL": wb.url, "WANDB_API_KEY": key, "WANDB_MODE": "online",
+               "LYRICDIST_CACHE": str(tmp_path / "cache"), "WANDB_CACHE_DIR": str(tmp_path / "wandb-cache"),
+               "WANDB_DIR": str(tmp_path / "wandb-dir"), "WANDB_CONFIG_DIR": str(tmp_path / "wandb-config")}
+        args = ["--length", "60", "--seed", "5"]
+        proc = run_cli("sample", "wandb:me/lyricdist/model-abc123:best", *args, env=env)
+        assert proc.stdout == run_cli("sample", str(checkpoint), *args).stdout
+        assert key not in proc.stdout + proc.stderr
+        assert "ArtifactMembershipByName" in wb.queries and "GetArtifactMembershipFileUrls" in wb.queries
+        downloaded = tmp_path / "cache" / "wandb" / "me" / "lyricdist" / "model-abc123" / "v0"
+        assert {p.name for p in downloaded.iterdir()} >= set(files)
+
+        proc = run_cli("sample", "wandb:me/lyricdist/model-abc123:nope", *args, env=env, check=False)
+        assert proc.returncode == 1 and proc.stderr.strip().count("\n") == 0, proc.stderr
+        assert "could not find this model artifact" in proc.stderr
+        wb.add_artifact("me", "lyricdist", "not-a-model", {"weights.bin": b"xx"}, [])
+        proc = run_cli("sample", "wandb:me/lyricdist/not-a-model:latest", *args, env=env, check=False)
+        assert proc.returncode == 1 and "is not a lyricdist checkpoint" in proc.stderr, proc.stderr
+
+
+def test_memorisation_check_on_a_download_names_what_it_needs(hub, checkpoint):
+    """A downloaded checkpoint whose recorded corpus is not on this machine: the check asks for --corpus."""
+    config = json.loads((checkpoint / "config.json").read_text())
+    config["corpus"] = "/elsewhere/corpus/demo"
+    files = {p.name: p.read_bytes() for p in checkpoint.iterdir()}
+    files["config.json"] = json.dumps(config).encode()
+    hub.repos["me/moved"] = Repo(private=False)
+    hub.add_commit("me/moved", files)
+    proc = run_cli("sample", "hf:me/moved", "--length", "20", "--check-memorization", env=hub.env, check=False)
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "/elsewhere/corpus/demo" in proc.stderr and "pass --corpus DIR" in proc.stderr
