@@ -25,7 +25,7 @@ from ..tracking import Tracker
 from .checkpoint import save_similarity_checkpoint
 from .config import SimilarityConfig
 from .metrics import pair_metrics
-from .ngram import NgramFeatures, NgramSiamese, bags
+from .ngram import NgramFeatures, NgramSiamese, RowAdam, bags
 from .pairs import Pair, PairSet, artist_names, normalise
 
 
@@ -108,11 +108,12 @@ def train_ngram(cfg: SimilarityConfig, pairs: PairSet, acc) -> dict:
     torch.manual_seed(t.seed)
     model = NgramSiamese(cfg.model, len(features)).to(device)
     dense = [p for n, p in model.named_parameters() if not n.startswith("embedding")]
-    optimizers = [torch.optim.SparseAdam(list(model.embedding.parameters()), lr=t.lr), torch.optim.Adam(dense, lr=t.lr)]
+    table, optimizer = RowAdam(model.embedding.weight, lr=t.lr), torch.optim.Adam(dense, lr=t.lr)
     tic = time.perf_counter()
     views = Views(features, [s.text for s in songs], t.segment_lines, t.segment_share)
     acc.print(f"n-gram features of {len(songs)} songs in {time.perf_counter() - tic:.1f}s "
               f"({np.mean([len(v) for v in views.whole]):.0f} per song, {len(features)} buckets)")
+    model.set_idf([views.whole[i] for i in pairs.train_songs])
     artist_of = [normalise(s.artist) for s in songs]
     artists = artist_names([songs[i] for i in pairs.train_songs])
     artist_id = {normalise(a): k for k, a in enumerate(artists)}
@@ -143,15 +144,16 @@ def train_ngram(cfg: SimilarityConfig, pairs: PairSet, acc) -> dict:
         for k in bar:
             chunk = epoch_pairs[k * t.batch_size : (k + 1) * t.batch_size]
             ids, offsets, target = _batch(views, chunk, rng, drop=t.word_dropout)
-            pred = model(ids.to(device), offsets.to(device))
+            ids = ids.to(device)
+            rows, local_ids = table.rows(ids)
+            pred = model(ids, offsets.to(device), rows, local_ids)
             loss = pair_loss(pred, target.to(device), t.loss)
-            for opt in optimizers:
-                opt.zero_grad(set_to_none=True)
+            optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if t.grad_clip:
-                torch.nn.utils.clip_grad_norm_(dense, t.grad_clip)
-            for opt in optimizers:
-                opt.step()
+                torch.nn.utils.clip_grad_norm_(dense + [rows], t.grad_clip)
+            optimizer.step()
+            table.step(rows)
             step += 1
             seen += len(chunk)
             if step % t.log_every == 0:
