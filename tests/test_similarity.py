@@ -7,6 +7,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -299,3 +300,80 @@ def test_bf16_training_keeps_fp32_masters_in_the_checkpoint(tmp_path):
     state = load_file(str(tmp_path / "checkpoints" / "last" / "model.safetensors"))
     w = state["encoder.weight_hh_l0"]
     assert w.dtype == torch.float32 and not torch.equal(w, w.bfloat16().float())
+
+
+def test_unpacked_encoder_equals_the_packed_final_state():
+    """Reading each text's state at its last word is the packed run's final state (without its CPU cost)."""
+    from torch.nn.utils.rnn import pack_padded_sequence
+
+    torch.manual_seed(0)
+    model = MaLSTM(SimilarityModelConfig(embedding_dim=8, hidden_size=6), vocab_size=30)
+    ids, lengths = _batch(7, 3, 12, 1)
+    packed = pack_padded_sequence(model.embedding(ids), lengths, batch_first=True, enforce_sorted=False)
+    _, (h, _) = model.encoder(packed)
+    torch.testing.assert_close(model.encode(ids, lengths), h[-1])
+
+
+def test_ngram_features_are_stable_hashed_ngrams_of_each_line():
+    from lyricdist.similarity.ngram import NgramFeatures
+
+    f = NgramFeatures(buckets=1 << 16, char_min=2, char_max=3, word_ngrams=2)
+    line = f.line("Dil Se re")
+    # words 3 + bigrams 2 + char 2-grams of " dil se re " (11 characters: 10) + 3-grams (9)
+    assert len(line) == 3 + 2 + 10 + 9 and line.max() < 1 << 16
+    assert list(f.line("dil se re")) == list(line)  # lowercased; crc32, so the same ids in every process
+    text = "dil se re\n\nchaiyya chaiyya\n"
+    assert [len(x) for x in f.lines(text)] == [len(f.line("dil se re")), len(f.line("chaiyya chaiyya"))]
+    assert list(f.encode(text)) == list(np.concatenate(f.lines(text)))
+    assert NgramFeatures.from_json(f.to_json()).to_json() == f.to_json()
+    assert set(f.line("tum")) != set(f.line("ham"))
+
+
+def test_ngram_siamese_shares_one_encoder_and_scores_in_zero_one():
+    from lyricdist.similarity.ngram import NgramFeatures, NgramSiamese, bags
+
+    cfg = SimilarityModelConfig(kind="ngram", embedding_dim=8, hidden_size=4, buckets=1024)
+    f = NgramFeatures.from_config(cfg)
+    model = NgramSiamese(cfg, len(f))
+    texts = ["mere sapnon ki rani\n", "tujhse naraz nahin zindagi\n"]
+    ids, offsets = bags([f.encode(t) for t in texts + texts[::-1]])
+    sim = model(ids, offsets)
+    assert sim.shape == (2,) and torch.all((sim > 0) & (sim <= 1))
+    same_ids, same_off = bags([f.encode(texts[0])] * 2)
+    assert model(same_ids, same_off).item() == pytest.approx(1.0)  # tied weights: a text is its own twin
+    assert [p for p in model.parameters() if p.dim() == 2][0].shape == (1024, 8)  # one table for both sides
+
+
+def test_validation_songs_are_set_aside_from_training(tmp_path):
+    songs = [Song(text=f"song {i} words here", artist=("a", "b")[i % 2], title=str(i)) for i in range(40)]
+    cfg = SimilarityDataConfig(sources=["unused"], pairs_per_song=2, test_fraction=0.2, val_fraction=0.25)
+    ps = lyrics_pairs(songs, cfg)
+    assert ps.val_songs and not set(ps.val_songs) & (set(ps.train_songs) | set(ps.test_songs))
+    assert len(ps.val_songs) + len(ps.train_songs) + len(ps.test_songs) == 40
+    assert all(a in ps.val_songs and b in ps.val_songs for a, b, _ in ps.val)
+    fixed = lyrics_pairs(songs, cfg, split=(list(range(30)), list(range(30, 40))))
+    assert set(fixed.test_songs) == set(range(30, 40)) and set(fixed.train_songs) | set(fixed.val_songs) == set(range(30))
+    none = lyrics_pairs(songs, SimilarityDataConfig(sources=["unused"], pairs_per_song=2))
+    assert none.val == [] and none.val_songs == []
+
+
+def test_ngram_model_end_to_end_keeps_its_best_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    proc = run_cli("similarity", "train", "--config", str(CONFIGS / "similarity-ngram.yaml"), f"--train.out_dir={out}",
+                   "--train.epochs=3", "--model.buckets=16384", "--data.pairs_per_song=8")
+    assert "final: test accuracy" in proc.stdout
+    rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in rows if "val_accuracy" in r]
+    assert len(evals) == 3 and all(0 <= r["val_segment_accuracy"] <= 1 for r in evals)
+    best_epoch = max(evals, key=lambda r: ((r["val_accuracy"] + r["val_segment_accuracy"]), -r["epoch"]))["epoch"]
+    best = json.loads((out / "checkpoints" / "best" / "config.json").read_text())
+    assert best["epoch"] == best_epoch and best["model"]["kind"] == "ngram"
+    assert json.loads((out / "checkpoints" / "last" / "config.json").read_text())["epoch"] == 3
+    evaluated = run_cli("similarity", "eval", str(out)).stdout  # reads checkpoints/best
+    accuracy = float(evaluated.split("2-class accuracy")[1].split("%")[0]) / 100
+    assert accuracy >= 0.8, evaluated
+    test_songs = json.loads((out / "test_set.json").read_text())["songs"]
+    ballad = tmp_path / "ballad.txt"
+    ballad.write_text(next(s["text"] for s in test_songs if s["artist"] == "Juniper Vale"))
+    nearest = run_cli("similarity", "score", str(out), str(ballad)).stdout.splitlines()
+    assert nearest[0].endswith("Juniper Vale")

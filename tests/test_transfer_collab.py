@@ -332,3 +332,45 @@ def test_sample_an_artist_or_a_mix_of_two(runs, capsys):
     assert row["text"] == halfway[0]
     assert all(r["warn"] for r in row["memorization"])  # any copied character passes a max span of 1
     assert "thresholds 1 chars" in proc.stderr
+
+
+@pytest.mark.slow
+def test_sample_names_its_voice_and_starts_without_blank_lines(runs):
+    base = str(runs["base"])
+    rows = sample(base, artist="Juniper Vale", length=80, seed=1)
+    assert rows[0].artist == "Juniper Vale" and rows[0].primetext == ""
+    assert not rows[0].text.startswith("\n") and rows[0].text.strip()
+    mix = sample(base, artist="Juniper Vale", artist_mix="DJ Kilowatt", alpha=0.25, length=10)[0]
+    assert mix.artist == "0.75 Juniper Vale + 0.25 DJ Kilowatt"
+    proc = run_cli("sample", base, "--artist", "DJ Kilowatt", "--length", "60", "--seed", "2")
+    assert "writing as DJ Kilowatt" in proc.stderr and not proc.stdout.startswith("\n")
+
+
+@pytest.mark.slow
+def test_contrastive_guidance_moves_the_sample_away_from_the_other_artist(runs):
+    base = str(runs["base"])
+    kw = dict(primetext="the ", length=80, seed=5, artist="Juniper Vale")
+    plain = sample(base, **kw)[0].text
+    assert sample(base, **kw, against="DJ Kilowatt", guidance=0.0)[0].text == plain  # w = 0 is plain sampling
+    guided = sample(base, **kw, against="DJ Kilowatt", guidance=3.0)[0]
+    assert guided.text != plain and "guided away from DJ Kilowatt, w=3" in guided.artist
+    # The guided distribution is (1 + w) lA - w lB: check one step against the model directly.
+    model, vocab, config = load_checkpoint(base)
+    ids = torch.tensor([vocab.encode("the ")])
+    a, b = (model.artist_embed.weight[config["artists"].index(n)].detach() for n in ("Juniper Vale", "DJ Kilowatt"))
+    with torch.no_grad():
+        la = model(ids, artist_vec=a[None])[0][0, -1]
+        lb = model(ids, artist_vec=b[None])[0][0, -1]
+        want = torch.argmax(3 * la - 2 * lb).item()
+    from lyricdist.sample import generate
+
+    got = generate(model, vocab.encode("the "), 1, [1.0], argmax=True, artist_vec=a, against_vec=b, guidance=2.0)
+    assert got[0][0] == want
+    with pytest.raises(LyricdistError, match="--against needs --artist"):
+        sample(base, against="DJ Kilowatt", guidance=1.0)
+    song = collab("Juniper Vale", "DJ Kilowatt", model=base, turns=2, lines=2, seed=0, guidance=2.0)
+    assert song["settings"]["guidance"] == 2.0
+    assert [s["author"] for s in song["segments"]] == ["Juniper Vale", "DJ Kilowatt"]
+    assert song != collab("Juniper Vale", "DJ Kilowatt", model=base, turns=2, lines=2, seed=0)
+    with pytest.raises(LyricdistError, match="share one vocabulary"):
+        collab(str(runs["base"]), str(runs["snow"]), guidance=1.0)

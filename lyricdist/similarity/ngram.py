@@ -22,6 +22,7 @@ import zlib
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from .config import SimilarityModelConfig
 
@@ -92,25 +93,46 @@ class NgramSiamese(nn.Module):
         cfg.validate()
         self.cfg = cfg
         self.vocab_size = vocab_size
-        # Sparse gradients: a step touches a few thousand of the table's rows, and a dense Adam update of all of
-        # them would cost more than the step itself.
-        self.embedding = nn.EmbeddingBag(vocab_size, cfg.embedding_dim, mode="mean", sparse=True)
+        self.embedding = nn.EmbeddingBag(vocab_size, cfg.embedding_dim, mode="sum")
         self.project = nn.Linear(cfg.embedding_dim, cfg.hidden_size)
+        # Inverse document frequency of each bucket over the training songs (set by the trainer, saved with the
+        # weights): a text's vector is the idf-weighted mean of its n-gram vectors, so the n-grams every song has
+        # (" ke ", "hai") weigh little, as in TF-IDF, and a 4-line segment and a whole song stay on one scale.
+        self.register_buffer("idf", torch.ones(vocab_size))
         with torch.no_grad():
             self.embedding.weight.normal_(0.0, 0.1)
 
-    def encode(self, ids: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-        """Flat ids and bag offsets -> [bags, hidden] text vectors (fp32)."""
-        return self.project(self.embedding(ids, offsets)).float()
+    def encode(self, ids: torch.Tensor, offsets: torch.Tensor, rows: torch.Tensor | None = None,
+               local: torch.Tensor | None = None) -> torch.Tensor:
+        """Flat ids and bag offsets -> [bags, hidden] text vectors (fp32). In training, `rows` are the table rows of
+        the batch's unique ids and `local` the ids re-indexed into them (see RowAdam)."""
+        weight = self.idf[ids]
+        bag = torch.zeros(len(ids), dtype=torch.long, device=ids.device)
+        bag[offsets[1:]] = 1
+        bag = bag.cumsum(0)
+        totals = torch.zeros(len(offsets), device=ids.device).index_add_(0, bag, weight)
+        weight = weight / totals[bag].clamp_min(1e-12)
+        if rows is None:
+            pooled = self.embedding(ids, offsets, per_sample_weights=weight)
+        else:
+            pooled = F.embedding_bag(local, rows, offsets, mode="sum", per_sample_weights=weight)
+        return self.project(pooled).float()
 
+    def set_idf(self, texts_ids: list) -> None:
+        """idf = log((1 + n) / (1 + df)) + 1 over the given texts' n-gram ids (scikit-learn's smoothed idf)."""
+        df = torch.zeros(self.vocab_size)
+        for ids in texts_ids:
+            df[torch.unique(torch.as_tensor(ids))] += 1
+        self.idf.copy_(torch.log((1 + len(texts_ids)) / (1 + df)) + 1)
     @staticmethod
     def similarity(h_a: torch.Tensor, h_b: torch.Tensor) -> torch.Tensor:
         """In (0, 1]: 1 for identical encodings, towards 0 as their L1 distance grows."""
         return torch.exp(-(h_a - h_b).abs().sum(-1))
 
-    def forward(self, ids: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    def forward(self, ids: torch.Tensor, offsets: torch.Tensor, rows: torch.Tensor | None = None,
+                local: torch.Tensor | None = None) -> torch.Tensor:
         """Bags 0..n-1 are the left sides, n..2n-1 the right ones; one encoder call for both (tied weights)."""
-        h = self.encode(ids, offsets)
+        h = self.encode(ids, offsets, rows, local)
         return self.similarity(*h.split(len(offsets) // 2))
 
     @torch.no_grad()
@@ -124,3 +146,39 @@ class NgramSiamese(nn.Module):
             out.append(self.encode(ids.to(device), offsets.to(device)).cpu())
         self.train(was_training)
         return torch.cat(out) if out else torch.zeros(0, self.cfg.hidden_size)
+
+
+class RowAdam:
+    """Adam on only the table rows a step uses ("lazy" Adam, as torch.optim.SparseAdam, whose sparse-tensor
+    bookkeeping cost ten times the step itself on a CPU). `rows(ids)` gives the batch's unique rows as a leaf tensor
+    and the ids re-indexed into it; `step(rows)` applies rows.grad to those rows of the table and their moments."""
+
+    def __init__(self, weight: torch.Tensor, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
+        self.weight, self.lr, self.betas, self.eps = weight, lr, betas, eps
+        self.m = torch.zeros_like(weight, requires_grad=False)
+        self.v = torch.zeros_like(weight, requires_grad=False)
+        self.t = 0
+        self._unique: torch.Tensor | None = None
+
+    def rows(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self._unique, inverse = torch.unique(ids, return_inverse=True)
+        return self.weight.detach()[self._unique].requires_grad_(), inverse
+
+    def state_dict(self) -> dict:
+        return {"m": self.m, "v": self.v, "t": self.t}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.m.copy_(state["m"])
+        self.v.copy_(state["v"])
+        self.t = int(state["t"])
+
+    @torch.no_grad()
+    def step(self, rows: torch.Tensor) -> None:
+        b1, b2 = self.betas
+        self.t += 1
+        u, g = self._unique, rows.grad
+        m = self.m[u].mul_(b1).add_(g, alpha=1 - b1)
+        v = self.v[u].mul_(b2).addcmul_(g, g, value=1 - b2)
+        self.m[u], self.v[u] = m, v
+        update = (m / (1 - b1**self.t)) / ((v / (1 - b2**self.t)).sqrt_().add_(self.eps))
+        self.weight.data[u] -= self.lr * update

@@ -20,7 +20,7 @@ from ..errors import LyricdistError
 from .checkpoint import save_similarity_checkpoint
 from .config import SimilarityConfig
 from .metrics import pair_metrics
-from .ngram import NgramFeatures, NgramSiamese, bags
+from .ngram import NgramFeatures, NgramSiamese, RowAdam, bags
 from .pairs import Pair, PairSet, artist_names, normalise
 from .train import pair_loss
 
@@ -90,7 +90,8 @@ def predict(model: NgramSiamese, views: Views, pairs: list[Pair], whole: bool, s
 
 class NgramArm:
     """The n-gram siamese model's part of the similarity loop (see train.py): pairs drawn anew every epoch from
-    (seed, epoch), each side a whole song or a few-line segment; a sparse table (SparseAdam) and dense layers (Adam)."""
+    (seed, epoch), each side a whole song or a few-line segment; the table's rows a step uses by RowAdam, the dense
+    layers by Adam."""
 
     def __init__(self, cfg: SimilarityConfig, pairs: PairSet, acc):
         if acc.num_processes > 1:
@@ -102,13 +103,14 @@ class NgramArm:
         torch.manual_seed(t.seed)
         model = NgramSiamese(cfg.model, len(self.features)).to(acc.device)
         self.dense = [p for n, p in model.named_parameters() if not n.startswith("embedding")]
-        self.model, *self.optimizers = acc.prepare(
-            model, torch.optim.SparseAdam(list(model.embedding.parameters()), lr=t.lr),
-            torch.optim.Adam(self.dense, lr=t.lr))
+        self.model, self.optimizer = acc.prepare(model, torch.optim.Adam(self.dense, lr=t.lr))
+        self.table = RowAdam(model.embedding.weight, lr=t.lr)
+        acc.register_for_checkpointing(self.table)  # its moments are part of the resumable state
         tic = time.perf_counter()
         self.views = Views(self.features, [s.text for s in songs], t.segment_lines, t.segment_share)
         acc.print(f"n-gram features of {len(songs)} songs in {time.perf_counter() - tic:.1f}s "
                   f"({np.mean([len(v) for v in self.views.whole]):.0f} per song, {len(self.features)} buckets)")
+        model.set_idf([self.views.whole[i] for i in pairs.train_songs])
         self.artist_of = [normalise(s.artist) for s in songs]
         self.per_epoch = max(len(pairs.train), t.batch_size)
 
@@ -125,15 +127,16 @@ class NgramArm:
 
     def train_step(self, batch) -> tuple[torch.Tensor, int]:
         ids, offsets, target = batch
-        device = self.acc.device
-        loss = pair_loss(self.model(ids.to(device), offsets.to(device)), target.to(device), self.cfg.train.loss)
-        for opt in self.optimizers:
-            opt.zero_grad(set_to_none=True)
+        device, t = self.acc.device, self.cfg.train
+        ids = ids.to(device)
+        rows, local_ids = self.table.rows(ids)
+        loss = pair_loss(self.model(ids, offsets.to(device), rows, local_ids), target.to(device), t.loss)
+        self.optimizer.zero_grad(set_to_none=True)
         self.acc.backward(loss)
-        if self.cfg.train.grad_clip:
-            torch.nn.utils.clip_grad_norm_(self.dense, self.cfg.train.grad_clip)
-        for opt in self.optimizers:
-            opt.step()
+        if t.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.dense + [rows], t.grad_clip)
+        self.optimizer.step()
+        self.table.step(rows)
         return loss.detach(), len(target)
 
     def evaluate(self) -> tuple[dict, dict, float | None]:
