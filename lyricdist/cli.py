@@ -65,11 +65,13 @@ def require(module: str, extra: str, what: str):
                              f"install it with: pip install 'lyricdist[{extra}]'") from None
 
 
-def add_signature_options(parser, func: Callable, positional: str | None = None) -> None:
+def add_signature_options(parser, func: Callable, positional: str | None = None, skip: tuple[str, ...] = (),
+                          flags: dict[str, str] | None = None) -> None:
     """One option per parameter of `func`, written once there: `--dashed-name` with its type and default, help from
     its docstring, range checks from its types (PositiveInt, Literal, ...). A parameter without a default is a
     positional argument, or, when the list parameter `positional` takes the command's words, a required option;
-    a bool is a --flag / --no-flag pair."""
+    a bool (or bool | None) is a --flag / --no-flag pair. `skip` leaves parameters out (the caller fills them);
+    `flags` names an option otherwise than after its parameter (e.g. {"artists": "--artist"})."""
     import inspect
     import typing
 
@@ -79,23 +81,26 @@ def add_signature_options(parser, func: Callable, positional: str | None = None)
     hints = typing.get_type_hints(func)
     helps = {p.arg_name: p.description for p in docstring_parser.parse(func.__doc__ or "").params}
     for name, param in inspect.signature(func).parameters.items():
+        if name in skip:
+            continue
         required = param.default is inspect.Parameter.empty
-        flag, hint, help_ = "--" + name.replace("_", "-"), hints[name], helps.get(name)
+        flag, hint, help_ = (flags or {}).get(name, "--" + name.replace("_", "-")), hints[name], helps.get(name)
         listed = _listed_scalar(hint)  # --temperature 0.5 1.0, not --temperature [0.5,1.0]
         if name == positional:
             parser.add_argument(name, nargs="*", type=str, default=[], help=help_)
         elif required and positional is None:
             parser.add_argument(name, type=hint, help=help_)
         elif required:
-            parser.add_argument(flag, type=hint, required=True, help=help_)
-        elif hint is bool:
+            parser.add_argument(flag, type=hint, required=True, help=help_, dest=name)
+        elif hint is bool or hint == bool | None:
             parser.add_argument(flag, action=ActionYesNo(yes_prefix="", no_prefix="no-"), default=param.default,
-                                help=help_)
+                                help=help_, dest=name)
         elif listed is not None:
             default = None if param.default is None else list(param.default)
-            parser.add_argument(flag, nargs="+", type=listed, default=default, help=help_)
+            parser.add_argument(flag, nargs="+", type=listed, default=default, help=help_, dest=name,
+                                metavar=flag[2:].upper().replace("-", "_"))
         else:
-            parser.add_argument(flag, type=hint, default=param.default, help=help_)
+            parser.add_argument(flag, type=hint, default=param.default, help=help_, dest=name)
 
 
 def _listed_scalar(hint):
@@ -124,6 +129,9 @@ def check_ranges(func: Callable, values: dict) -> None:
             raise LyricdistError(f"--{name.replace('_', '-')} must be one of {', '.join(map(str, typing.get_args(hint)))}"
                                  f", got {values.get(name)!r}")
         items = [values.get(name)]
+        optional = [a for a in typing.get_args(hint) if a is not type(None)]
+        if type(None) in typing.get_args(hint) and len(optional) == 1 and _listed_scalar(hint) is None:
+            hint = optional[0]  # X | None: None passes, other values are checked as X
         if _listed_scalar(hint) is not None:
             hint, items = _listed_scalar(hint), list(values.get(name) or [])
         if isinstance(hint, type) and issubclass(hint, (int, float)) and hint not in (int, float, bool):
@@ -135,19 +143,19 @@ def check_ranges(func: Callable, values: dict) -> None:
                     raise LyricdistError(f"--{name.replace('_', '-')}: {e}") from None
 
 
-def call(func: Callable, args):
-    """`func` called with its parameters' values from parsed `args` (other options are the caller's)."""
+def call(func: Callable, args, **given):
+    """`func` called with its parameters' values from parsed `args` (other options are the caller's), or `given`."""
     import inspect
 
-    return func(**{name: args[name] for name in inspect.signature(func).parameters})
+    return func(**{name: given[name] if name in given else args[name] for name in inspect.signature(func).parameters})
 
 
-def function_parser(func: Callable, positional: str | None = None):
-    """A parser for a command that is the typed function `func` (see add_signature_options)."""
+def function_parser(func: Callable, positional: str | None = None, **options):
+    """A parser for a command that is the typed function `func` (see add_signature_options for `options`)."""
     import inspect
 
     parser = new_parser((inspect.getdoc(func) or "").split("\n\n")[0].replace("\n", " "))
-    add_signature_options(parser, func, positional)
+    add_signature_options(parser, func, positional, **options)
     return parser
 
 
@@ -180,7 +188,13 @@ RESTRICTIONS = {"v>0": "must be positive", "v>=0": "must be >= 0", "v>=0 and v<=
 def _argument_error(parser, error: Exception) -> str:
     """jsonargparse's message in one line, naming options as they are typed (--max-songs, not max_songs) and range
     restrictions in words."""
-    option = {a.dest: a.option_strings[0] for a in parser._actions if a.option_strings}
+    option, parsers = {}, [parser]
+    while parsers:  # the command's options and its subcommands'
+        for action in parsers.pop()._actions:
+            if action.option_strings:
+                option.setdefault(action.dest, action.option_strings[0])
+            if isinstance(getattr(action, "choices", None), dict):
+                parsers += [p for p in action.choices.values() if hasattr(p, "_actions")]
     line = _one_line(error)
     line = re.sub(r'Parser key "([\w.]+)"(?: element \d+)?:', lambda m: option.get(m.group(1), m.group(1)) + ":", line)
     line = re.sub(r"(the following arguments are required: )(.*)$",

@@ -35,8 +35,11 @@ def run_demo(
         max_songs: songs per artist when scraping
         overrides: run-config overrides for the preset, e.g. [--train.lr=1e-3]
     """
+    from .cli import check_ranges
     from .prepare import prepare
     from .sample import sample
+
+    check_ranges(run_demo, locals())
     from .train import load_config, train
 
     out_dir = Path(out)

@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from jsonargparse.typing import PositiveInt
 
+from .cli import check_ranges
 from .corpus_format import CORPUS_FORMAT, CORPUS_VERSION
 from .errors import LyricdistError
 from .fileio import atomic_dir, atomic_write_json
@@ -119,7 +121,7 @@ def prepare(
     lowercase: bool | None = None,
     artists: Sequence[str] | None = None,
     exclude_artists: Sequence[str] | None = None,
-    max_songs_per_artist: int | None = None,
+    max_songs_per_artist: PositiveInt | None = None,
     overwrite: bool = False,
     source_options: dict | None = None,
     quiet: bool = False,
@@ -129,9 +131,23 @@ def prepare(
     `artists` keeps only songs by these artists (case-insensitive); a song crediting several people
     (`Song.meta["artists"]`, e.g. giitaayan with an artist field) is kept if any of them is wanted, and goes to the
     first wanted one. `exclude_artists` then drops songs by these artists (e.g. `unknown`), and
-    `max_songs_per_artist` keeps a random (by `seed`) subset of that many songs of each artist, in source order."""
-    if max_songs_per_artist is not None and max_songs_per_artist <= 0:
-        raise LyricdistError(f"--max-songs-per-artist must be positive, got {max_songs_per_artist}")
+    `max_songs_per_artist` keeps a random (by `seed`) subset of that many songs of each artist, in source order.
+
+    Args:
+        sources: text files, 'demo', a scraped dataset dir, giitaayan files/archives, hf:USER/DATASET[:SPLIT],
+            .parquet files
+        out: corpus directory to write
+        val_fraction: share held out for validation (whole songs), in [0, 1)
+        seed: seed of the song split
+        lowercase: lowercase the text (default: on for lyrics)
+        artists: keep only these artists: --artist Gulzar, --artist 'Anand Bakshi' Gulzar or [ABBA,Queen]
+        exclude_artists: leave out these artists, e.g. unknown
+        max_songs_per_artist: keep a random subset of each artist
+        overwrite: replace an existing corpus directory
+        source_options: options of the sources (see lyricdist.sources.source_options)
+        quiet: print nothing
+    """
+    check_ranges(prepare, locals())
     if not sources:
         raise LyricdistError("no SOURCE given; e.g. `lyricdist prepare demo --out corpus/demo`")
     if not 0 <= val_fraction < 1:
@@ -271,28 +287,13 @@ def prepare(
 
 
 def cli_parser():
-    from jsonargparse import ActionYesNo
-
-    from .cli import new_parser
+    from .cli import add_signature_options, new_parser
+    from .sources import source_options
 
     p = new_parser("Turn corpora into a character vocabulary and train/validation token arrays.")
-    p.add_argument("sources", nargs="+", help="text files, 'demo', a scraped dataset dir, giitaayan files/archives, "
-                   "hf:USER/DATASET[:SPLIT], .parquet files")
-    p.add_argument("--out", required=True, help="corpus directory to write")
-    p.add_argument("--val-fraction", type=float, default=0.1, help="share held out for validation (whole songs)")
-    p.add_argument("--seed", type=int, default=1337, help="seed of the song split")
-    p.add_argument("--lowercase", action=ActionYesNo(yes_prefix="", no_prefix="no-"), default=None, help="lowercase text (--lowercase / --no-lowercase; default: on for lyrics)")
-    p.add_argument("--artist", nargs="+", default=None,
-                   help="keep only these artists: --artist Gulzar, --artist 'Anand Bakshi' Gulzar or [ABBA,Queen]")
-    p.add_argument("--exclude-artist", nargs="+", default=None, help="leave out these artists, e.g. unknown")
-    p.add_argument("--max-songs-per-artist", type=int | None, default=None, help="keep a random subset of each artist")
-    p.add_argument("--script", type=str | None, default=None, help="giitaayan output script: roman, itrans, devanagari")
-    p.add_argument("--artist-field", type=str | None, default=None,
-                   help="giitaayan: artist from this metadata field: lyricist, singer, music or film")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing corpus directory")
-    p.add_argument("--artist-column", default="artist", help="hf:/parquet sources: the artist column")
-    p.add_argument("--lyrics-column", default="lyrics", help="hf:/parquet sources: the lyrics column")
-    p.add_argument("--title-column", default="title", help="hf:/parquet sources: the title column (if present)")
+    add_signature_options(p, prepare, positional="sources", skip=("source_options", "quiet"),
+                          flags={"artists": "--artist", "exclude_artists": "--exclude-artist"})
+    add_signature_options(p, source_options)
     return p
 
 
@@ -308,18 +309,9 @@ def name_list(values: Sequence[str] | None) -> list[str] | None:
 
 
 def cli_run(parser, args) -> int:
-    options = {k: v for k, v in (("script", args.script), ("artist_field", args.artist_field)) if v}
-    options.update(artist_column=args.artist_column, lyrics_column=args.lyrics_column, title_column=args.title_column)
-    prepare(
-        args.sources,
-        args.out,
-        val_fraction=args.val_fraction,
-        seed=args.seed,
-        lowercase=args.lowercase,
-        artists=name_list(args.artist),
-        exclude_artists=name_list(args.exclude_artist),
-        max_songs_per_artist=args.max_songs_per_artist,
-        overwrite=args.overwrite,
-        source_options=options,
-    )
+    from .cli import call
+    from .sources import source_options
+
+    call(prepare, args, artists=name_list(args.artists), exclude_artists=name_list(args.exclude_artists),
+         source_options=call(source_options, args), quiet=False)
     return 0

@@ -1,7 +1,6 @@
-"""`lyricdist similarity train|eval|embed|score`: a siamese MaLSTM that scores how alike two lyrics are.
-
-Imports of torch and friends happen inside cli_run, so `lyricdist similarity --help` stays fast.
-"""
+"""`lyricdist similarity train|eval|embed|score`: a siamese model (the MaLSTM, or its n-gram variant) that scores
+how alike two lyrics are. `train` is configured by dataclasses (any key overridable); eval and score are typed
+functions whose signatures are their options."""
 
 from __future__ import annotations
 
@@ -28,10 +27,11 @@ def cli_parser():
     train.add_argument("--resume", action="store_true", help="continue the run in train.out_dir from its state")
     sub.add_subcommand("train", train, help="train a similarity model")
 
-    ev = new_parser("2-class and decile accuracy, Pearson and Spearman on the held-out pairs.")
-    ev.add_argument("checkpoint", help="a `similarity train` out_dir or checkpoint directory")
-    ev.add_argument("--test-set", default=None, help="a test_set.json (default: the run's own)")
-    ev.add_argument("--metrics", default=None, help="also append the result here as a JSON line (never into the run)")
+    from ..cli import function_parser
+    from .score import score
+    from .train import evaluate
+
+    ev = function_parser(evaluate, flags={"metrics_path": "--metrics"})
     sub.add_subcommand("eval", ev, help="evaluate on held-out pairs")
 
     emb = new_parser("Song vectors -> PCA scatter plot (PNG, coloured by artist) and a JSON of the points.")
@@ -42,11 +42,7 @@ def cli_parser():
     emb.set_defaults({"tracking.backend": "none"})
     sub.add_subcommand("embed", emb, help="plot song vectors")
 
-    sc = new_parser("Per segment of a `lyricdist collab` JSON, similarity to each author; for a text, nearest artists.")
-    sc.add_argument("checkpoint", help="a `similarity train` out_dir or checkpoint directory")
-    sc.add_argument("input", help="a collaboration JSON or a plain text file")
-    sc.add_argument("--sources", type=list[str], default=[], help="reference songs (default: the checkpoint's)")
-    sc.add_argument("--top", type=int, default=5, help="nearest artists listed for a plain text")
+    sc = function_parser(score)
     sc.add_argument("--out", default=None, help="also write the result as JSON here")
     sub.add_subcommand("score", sc, help="style attribution of a collaboration or a text")
     return p
@@ -69,6 +65,8 @@ def cli_run(parser, args) -> int:
     from ..errors import LyricdistError
     from ..fileio import atomic_write_json
 
+    from ..cli import call
+
     cmd = args.command
     a = args[cmd]
     if cmd == "train":
@@ -88,7 +86,7 @@ def cli_run(parser, args) -> int:
         from .metrics import format_table
         from .train import evaluate
 
-        print(format_table(evaluate(a.checkpoint, a.test_set, a.metrics)))
+        print(format_table(call(evaluate, a)))
     elif cmd == "embed":
         from .config import SimilarityConfig
         from .embed import embed
@@ -100,9 +98,7 @@ def cli_run(parser, args) -> int:
     elif cmd == "score":
         from .score import format_result, score
 
-        if a.top <= 0:
-            raise LyricdistError(f"--top must be positive, got {a.top}")
-        result = score(a.checkpoint, a.input, list(a.sources) or None, a.top)
+        result = call(score, a)
         print(format_result(result))
         if a.out:
             atomic_write_json(a.out, result)

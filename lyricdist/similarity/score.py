@@ -11,7 +11,9 @@ import json
 from pathlib import Path
 
 import torch
+from jsonargparse.typing import PositiveInt
 
+from ..cli import check_ranges
 from ..errors import LyricdistError
 from .checkpoint import encode_texts, load_similarity_checkpoint
 from .model import MaLSTM
@@ -86,7 +88,16 @@ def nearest_artists(model, vocab, refs: References, text: str, top: int) -> dict
     return {"nearest": [{"artist": refs.artists[k], "similarity": float(row[k])} for k in order]}
 
 
-def score(checkpoint: str, input_path: str, sources: list[str] | None = None, top: int = 5) -> dict:
+def score(checkpoint: str, input_path: str, sources: list[str] | None = None, top: PositiveInt = 5) -> dict:
+    """Per segment of a `lyricdist collab` JSON, similarity to each author; for a text, the nearest artists.
+
+    Args:
+        checkpoint: a `similarity train` out_dir or checkpoint directory
+        input_path: a collaboration JSON or a plain text file
+        sources: reference songs (default: the checkpoint's)
+        top: nearest artists listed for a plain text
+    """
+    check_ranges(score, locals())
     model, vocab, config, stored = load_similarity_checkpoint(checkpoint)
     if sources:
         refs = References.from_songs(model, vocab, sources)

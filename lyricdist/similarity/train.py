@@ -314,8 +314,15 @@ def train(cfg: SimilarityConfig, pairs: PairSet | None = None, resume: bool = Fa
 
 
 def evaluate(checkpoint: str, test_set: str | None = None, metrics_path: str | None = None) -> dict:
-    """Score the held-out pairs saved by `train` (or another test_set.json). A reader: it never writes into the run
-    directory; the result is appended as a JSON line to `metrics_path` when given."""
+    """2-class and decile accuracy, Pearson and Spearman on the held-out pairs a run saved (or another test set).
+
+    A reader: it never writes into the run directory; the result is appended as a JSON line to `metrics_path`.
+
+    Args:
+        checkpoint: a `similarity train` out_dir or checkpoint directory
+        test_set: a test_set.json (default: the run's own)
+        metrics_path: also append the result here as a JSON line (never into the run)
+    """
     path = checkpoint_dir(checkpoint)
     model, vocab, config, _ = load_similarity_checkpoint(path)
     run_dir = path.parent.parent

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
 
 from ..errors import LyricdistError
 
@@ -23,6 +23,25 @@ class Song:
     artist: str = ""
     title: str = ""
     meta: dict = field(default_factory=dict)
+
+
+def source_options(
+    script: Literal["roman", "itrans", "devanagari"] | None = None,
+    artist_field: Literal["lyricist", "singer", "music", "film"] | None = None,
+    artist_column: str = "artist",
+    lyrics_column: str = "lyrics",
+    title_column: str = "title",
+) -> dict:
+    """Options that some sources take (the others ignore them), as `open_source` keywords.
+
+    Args:
+        script: giitaayan output script: roman, itrans or devanagari (default: roman)
+        artist_field: giitaayan: the artist from this metadata field (default: every song by `giitaayan`)
+        artist_column: hf:/parquet sources: the artist column
+        lyrics_column: hf:/parquet sources: the lyrics column
+        title_column: hf:/parquet sources: the title column (if present)
+    """
+    return {k: v for k, v in locals().items() if v is not None}
 
 
 @dataclass
