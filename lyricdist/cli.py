@@ -140,7 +140,9 @@ def check_ranges(func: Callable, values: dict) -> None:
                     if value is not None:
                         hint(value)
                 except (TypeError, ValueError) as e:
-                    raise LyricdistError(f"--{name.replace('_', '-')}: {e}") from None
+                    said = re.search(r"restriction (.*)$", str(e))
+                    reason = RESTRICTIONS.get(said.group(1).strip(), str(e)) if said else str(e)
+                    raise LyricdistError(f"--{name.replace('_', '-')} {reason}, got {value!r}") from None
 
 
 def call(func: Callable, args, **given):
