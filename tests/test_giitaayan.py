@@ -6,7 +6,6 @@ import io
 import json
 import re
 import tarfile
-import time
 import zipfile
 from pathlib import Path
 
@@ -259,7 +258,6 @@ LABEL_SHAPED = re.compile(r"^[\s({\[#-]*([A-Za-z]+)\s*:(?!\\)")  # `Lata:`, `(la
 
 def test_shared_archive_counts_and_no_markup_survives():
     archive = shared_file("giitaayan-isb.tar.gz")
-    t0 = time.time()
     src = GiitaayanSource(str(archive))
     songs = list(src.songs())
     stats = src.stats()
@@ -290,7 +288,6 @@ def test_shared_archive_counts_and_no_markup_survives():
                     if first == [label[1]] and clean_lyrics(line[label.end() :], "itrans").split()[:1] != first:
                         leaked.append((name, line))
     assert labels > 5000 and leaked[:1] == [], f"{len(leaked)} lines, e.g. {leaked[:5]}"
-    assert time.time() - t0 < 60
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,6 @@ import pytest
 
 from conftest import CONFIGS, run_cli, tiny_config
 from lyricdist.config import RunConfig
-from lyricdist.errors import LyricdistError
 from lyricdist.plot import make_figure, read_metrics
 from lyricdist.tracking import Tracker
 from lyricdist.train import train

@@ -127,14 +127,18 @@ def test_a_checkpoint_swapped_right_after_it_was_resolved_is_not_called_incomple
     assert {float(p.detach().flatten()[0]) for p in model.parameters()} == {float(config["step"])}
 
 
-def test_a_stably_incomplete_checkpoint_is_reported_at_once(tmp_path):
+def test_a_stably_incomplete_checkpoint_is_reported_at_once(tmp_path, monkeypatch):
+    """A directory that nobody is swapping is read once: no retry loop (counted, not timed)."""
+    from lyricdist import fileio
+
     save, _ = _generator(tmp_path)
     save(1)
     (tmp_path / "checkpoints" / "last" / "vocab.json").unlink()
-    started = time.monotonic()
+    waits: list[float] = []
+    monkeypatch.setattr(fileio.time, "sleep", waits.append)
     with pytest.raises(LyricdistError, match="missing vocab.json; it is incomplete"):
         load_checkpoint(tmp_path)
-    assert time.monotonic() - started < 5
+    assert [w for w in waits if w > 0] == [], f"the reader retried {len(waits)} times"
 
 
 def _record_changes_under(root: Path, monkeypatch) -> list[str]:

@@ -62,7 +62,6 @@ def _config_from_args(parser, args):
 
 
 def cli_run(parser, args) -> int:
-    from ..errors import LyricdistError
     from ..fileio import atomic_write_json
 
     from ..cli import call
