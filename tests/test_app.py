@@ -93,6 +93,7 @@ def test_streamed_parts_are_prefixes_of_the_final_song(models):
     assert steps[-1]["memorization"]["rows"] and steps[-1]["attribution"] is None
 
 
+@pytest.mark.slow
 def test_missing_checkpoint_or_unconditioned_single_model_is_one_line(models, tmp_path):
     proc = run_cli("app", str(tmp_path / "absent"), str(tmp_path / "absent2"), check=False)
     assert proc.returncode == 1 and proc.stderr.count("\n") == 1 and "not found" in proc.stderr, proc.stderr

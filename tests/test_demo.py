@@ -10,6 +10,7 @@ from conftest import run_cli
 from fake_genius import FakeGenius, catalogue
 
 
+@pytest.mark.slow
 def test_demo_without_token_trains_on_the_bundled_corpus_and_prints_samples(tmp_path):
     proc = run_cli("demo", "--out", str(tmp_path / "demo"), "--max-steps", "10",
                    env={"GENIUS_ACCESS_TOKEN": "", "WANDB_MODE": "offline"})

@@ -256,6 +256,7 @@ SHARED_ROMAN_CHARS = 7_194_963  # measured on giitaayan-isb.tar.gz; a cleaning c
 LABEL_SHAPED = re.compile(r"^[\s({\[#-]*([A-Za-z]+)\s*:(?!\\)")  # `Lata:`, `(la :`, `#Rafi:#` (`\:` has its own rule)
 
 
+@pytest.mark.slow
 def test_shared_archive_counts_and_no_markup_survives():
     archive = shared_file("giitaayan-isb.tar.gz")
     src = GiitaayanSource(str(archive))
@@ -340,6 +341,7 @@ def test_prepare_with_an_artist_field_a_single_name_and_exclusion(tmp_path):
     assert sorted(json.loads((both / "meta.json").read_text())["artists"]) == ["One", "Two"]
 
 
+@pytest.mark.slow
 def test_shared_archive_lyricists():
     songs = list(GiitaayanSource(str(shared_file("giitaayan-isb.tar.gz")), artist_field="lyricist").songs())
     counts = {}

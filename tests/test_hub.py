@@ -39,6 +39,7 @@ def _front_matter(card: str) -> dict:
     return yaml.safe_load(card.split("---\n")[1])
 
 
+@pytest.mark.slow
 def test_push_commits_the_checkpoint_and_a_model_card(hub, checkpoint):
     proc = run_cli("push", str(checkpoint), "me/lyrics", "--private", env=hub.env)
     assert "me/lyrics" in proc.stdout and "lyricdist sample hf:me/lyrics" in proc.stdout
@@ -65,6 +66,7 @@ def test_push_commits_the_checkpoint_and_a_model_card(hub, checkpoint):
     assert local.rstrip("\n") in card
 
 
+@pytest.mark.slow
 def test_hf_reference_samples_like_the_local_checkpoint_and_is_cached(hub, checkpoint, tmp_path):
     run_cli("push", str(checkpoint), "me/lyrics", env=hub.env)
     args = ["--length", "80", "--seed", "3", "--temperature", "0.7"]
@@ -81,6 +83,7 @@ def test_hf_reference_samples_like_the_local_checkpoint_and_is_cached(hub, check
     assert "memorisation" in proc.stderr
 
 
+@pytest.mark.slow
 def test_hf_revision_pins_a_commit_and_collab_takes_references(hub, checkpoint, tmp_path):
     run_cli("push", str(checkpoint), "me/lyrics", env=hub.env)
     first = hub.repos["me/lyrics"].commits[0]
@@ -119,6 +122,7 @@ def test_hf_revision_pins_a_commit_and_collab_takes_references(hub, checkpoint, 
         ("wandb:just-a-name", "is not a model artifact reference"),
     ],
 )
+@pytest.mark.slow
 def test_bad_references_are_one_line_errors(hub, checkpoint, ref, message):
     for repo in ("me/lyrics", "me/bert"):
         hub.repos[repo] = Repo(private=False)
@@ -130,6 +134,7 @@ def test_bad_references_are_one_line_errors(hub, checkpoint, ref, message):
     assert proc.stderr.count("\n") == 1 and message in proc.stderr, proc.stderr
 
 
+@pytest.mark.slow
 def test_push_without_a_token_says_how_to_log_in(hub, checkpoint):
     proc = run_cli("push", str(checkpoint), "me/lyrics", env={**hub.env, "HF_TOKEN": ""}, check=False)
     assert proc.returncode == 1 and "hf auth login" in proc.stderr and proc.stderr.count("\n") == 1

@@ -50,6 +50,7 @@ def test_primetext_outside_vocabulary(checkpoint, capsys):
     assert sample(str(checkpoint), primetext="THE", length=3)[0].text.startswith("the")
 
 
+@pytest.mark.slow
 def test_sample_cli_output(checkpoint):
     proc = run_cli("sample", str(checkpoint), "--primetext", "hey", "--length", "20", "--temperature", "0.5", "1.0",
                    "--json", "--seed", "3")

@@ -7,11 +7,14 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from conftest import CONFIGS, REPO
 
 SCRIPT = REPO / "scripts" / "bench" / "time_to_quality.py"
 
 
+@pytest.mark.slow
 def test_time_to_quality_smoke(demo_corpus, tmp_path):
     """Both arms train, are scored and reported; no wall-clock assertions (shared CI machines vary)."""
     png, report = tmp_path / "curves.png", tmp_path / "curves.json"
