@@ -72,9 +72,9 @@ def make_figure(
 ):
     """The matplotlib figure for {label: metric rows}. Rows use metrics.jsonl's keys: step, wall_s, train_loss,
     val_loss (nats/char), chars_per_sec, lr; `target` draws a horizontal line on the loss panels."""
-    import matplotlib
+    from .cli import require
 
-    matplotlib.use("Agg")
+    require("matplotlib", "viz", "plotting").use("Agg")
     import matplotlib.pyplot as plt
 
     def has(x: str, *ys: str) -> bool:

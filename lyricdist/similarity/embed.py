@@ -25,9 +25,9 @@ def pca_2d(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def scatter_png(points: np.ndarray, artists: list[str], title: str, explained: np.ndarray) -> bytes:
-    import matplotlib
+    from ..cli import require
 
-    matplotlib.use("Agg")
+    require("matplotlib", "viz", "similarity embed").use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 6), dpi=120)

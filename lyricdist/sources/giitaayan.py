@@ -227,7 +227,9 @@ def itrans_to_roman(text: str) -> str:
 
 
 def itrans_to_devanagari(text: str) -> str:
-    from indic_transliteration import sanscript
+    from ..cli import require
+
+    sanscript = require("indic_transliteration.sanscript", "indic", "--script devanagari")
 
     explicit_halant = "\ue000"  # ITRANS `.h` asks for the virama: keep it through the word-final clean-up
     out = sanscript.transliterate(text.replace(".h", explicit_halant), sanscript.ITRANS, sanscript.DEVANAGARI)
