@@ -201,7 +201,9 @@ def _argument_error(parser, error: Exception) -> str:
     line = re.sub(r'Parser key "([\w.]+)"(?: element \d+)?:', lambda m: option.get(m.group(1), m.group(1)) + ":", line)
     line = re.sub(r"(the following arguments are required: )(.*)$",
                   lambda m: m.group(1) + ", ".join(option.get(n, n) for n in m.group(2).split(", ")), line)
-    literal = re.match(r"(--[\w.-]+): Expected a typing.Literal\[(.*)\]\. Got value: (.*)$", line)
+    literal = (re.match(r"(--[\w.-]+): Expected a typing.Literal\[(.*?)\]\. Got value: (.*)$", line)
+               or re.match(r"(--[\w.-]+): Does not validate against any of the Union subtypes Subtypes: "
+                           r"\[typing.Literal\[(.*?)\], <class 'NoneType'>\].*Given value: (.*)$", line))
     if literal:
         flag, choices, value = literal.groups()
         line = f"{flag} must be one of {choices.replace(chr(39), '')}, got {value}"

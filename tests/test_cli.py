@@ -66,3 +66,19 @@ def test_a_typed_function_is_a_command_with_range_checks_from_its_types(monkeypa
     assert cli.main(["greet", "Ann", "--times", "0"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "times" in err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["sample", "ckpt", "--temperature", "0.5", "0"], "--temperature must be positive, got 0"),
+    (["sample", "ckpt", "--alpha", "2"], "--alpha must be in [0, 1], got 2"),
+    (["collab", "a", "b", "--mode", "duet"], "--mode must be one of alternate, blend, condition, got duet"),
+    (["prepare", "demo", "--out", "x", "--script", "latin"], "--script must be one of roman, itrans, devanagari"),
+    (["prepare", "demo"], "the following arguments are required: --out"),
+    (["demo", "--max-steps", "0"], "--max-steps must be positive, got 0"),
+])
+def test_argument_errors_name_the_option_as_typed_in_one_line(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
+    assert not any(tmp_path.iterdir())

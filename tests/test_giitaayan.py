@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli, shared_file
+from conftest import run_cli, run_main, shared_file
 from lyricdist.errors import LyricdistError
 from lyricdist.sources import open_source
 from lyricdist.sources.giitaayan import (
@@ -237,7 +237,7 @@ def test_to_dataset_columns():
 @pytest.mark.slow
 def test_prepare_cli_end_to_end(tmp_path):
     out = tmp_path / "bollywood"
-    proc = run_cli("prepare", str(FIXTURES), "--out", str(out), "--val-fraction", "0.2", timeout=120)
+    proc = run_main("prepare", str(FIXTURES), "--out", str(out), "--val-fraction", "0.2")
     assert "songs_parsed 7" in proc.stdout and '"no #indian block": 2' in proc.stdout
     meta = json.loads((out / "meta.json").read_text())
     stats = meta["sources"][0]["stats"]
@@ -245,11 +245,12 @@ def test_prepare_cli_end_to_end(tmp_path):
     assert meta["artists"] == ["giitaayan"] and meta["songs"]["train"] + meta["songs"]["val"] == 7
     assert meta["lowercase"] is True and meta["vocab_size"] == stats["vocab_size"]
     deva = tmp_path / "deva"
-    run_cli("prepare", str(FIXTURES), "--out", str(deva), "--script", "devanagari", timeout=120)
+    assert run_main("prepare", str(FIXTURES), "--out", str(deva), "--script", "devanagari").returncode == 0
     vocab = json.loads((deva / "vocab.json").read_text())
     assert "ि" in json.dumps(vocab, ensure_ascii=False)
-    bad = run_cli("prepare", str(FIXTURES), "--out", str(tmp_path / "x"), "--script", "latin", check=False)
-    assert bad.returncode == 1 and len(bad.stderr.strip().splitlines()) == 1 and not (tmp_path / "x").exists()
+    bad = run_main("prepare", str(FIXTURES), "--out", str(tmp_path / "x"), "--script", "latin")
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and not (tmp_path / "x").exists()
+    assert "--script must be one of roman, itrans, devanagari, got latin" in bad.stderr
 
 
 SHARED_ROMAN_CHARS = 7_194_963  # measured on giitaayan-isb.tar.gz; a cleaning change that moves this >3% is news
