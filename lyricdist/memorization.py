@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from jsonargparse.typing import OpenUnitInterval, PositiveInt
+from jsonargparse.typing import ClosedUnitInterval, PositiveInt
 
 from .checkpoint import resolve_checkpoint_dir
 from .data import Corpus
@@ -274,7 +274,7 @@ def check_options(
     check_memorization: bool = False,
     corpus: list[str] | None = None,
     max_span: PositiveInt | None = None,
-    max_ngram_share: OpenUnitInterval | None = None,
+    max_ngram_share: ClosedUnitInterval | None = None,
 ) -> None:
     """The memorisation-check options of `sample` and `collab` (their command lines add them; see check_texts).
 
