@@ -16,6 +16,7 @@ import re
 from pathlib import Path
 
 from .errors import LyricdistError
+from .fileio import atomic_write_json
 
 CHECKPOINT_FILES = ("config.json", "vocab.json", "model.safetensors")
 HF_PREFIX, WANDB_PREFIX = "hf:", "wandb:"
@@ -116,22 +117,54 @@ def _cache_root() -> Path:
     return Path(os.environ.get("LYRICDIST_CACHE") or Path.home() / ".cache" / "lyricdist")
 
 
-def _from_wandb(spec: str) -> Path:
-    path, alias = parse_wandb(spec)
+SOURCE_SUFFIX = ".source.json"  # beside a wandb download: where it came from and its artifact's metadata
+
+
+def _wandb_artifact(qualified: str, kind: str, ref: str):
     import wandb
 
-    ref = f"wandb:{spec}"
     try:
-        artifact = wandb.Api().artifact(f"{path}:{alias}", type="model")
+        return wandb.Api().artifact(qualified, type=kind)
     except Exception as e:  # noqa: BLE001 - wandb raises CommError, ValueError, UsageError...
-        raise LyricdistError(f"{ref}: the wandb API could not find this model artifact ({type(e).__name__}: "
+        raise LyricdistError(f"{ref}: the wandb API could not find this {kind} artifact ({type(e).__name__}: "
                              f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}); check the name and alias, "
                              f"and log in with `wandb login` (or set WANDB_API_KEY)") from None
+
+
+def _download(artifact, path: str, ref: str) -> Path:
     root = _cache_root() / "wandb" / path / artifact.version
     try:
         return Path(artifact.download(root=str(root)))
     except Exception as e:  # noqa: BLE001
         raise LyricdistError(f"{ref}: download failed ({type(e).__name__}: {e})") from None
+
+
+def _from_wandb(spec: str) -> Path:
+    path, alias = parse_wandb(spec)
+    ref = f"wandb:{spec}"
+    artifact = _wandb_artifact(f"{path}:{alias}", "model", ref)
+    local = _download(artifact, path, ref)
+    atomic_write_json(local.with_name(local.name + SOURCE_SUFFIX),
+                      {"artifact": f"{path}:{artifact.version}", "metadata": dict(artifact.metadata or {})})
+    return local
+
+
+def training_corpus_of_download(checkpoint_dir: Path) -> Path | None:
+    """The training corpus of a checkpoint downloaded from wandb, fetched from the dataset artifact its model artifact
+    names (the training run logged it); None for other checkpoints or when the model artifact names none."""
+    source = checkpoint_dir.with_name(checkpoint_dir.name + SOURCE_SUFFIX)
+    if not source.is_file():
+        return None
+    info = json.loads(source.read_text(encoding="utf-8"))
+    name = info.get("metadata", {}).get("corpus_artifact")
+    if not name:
+        return None
+    entity, project, _ = info["artifact"].split("/", 2)
+    path = f"{entity}/{project}/{name}"
+    corpus = _download(_wandb_artifact(f"{path}:latest", "dataset", f"wandb:{path}"), path, f"wandb:{path}")
+    if not (corpus / "meta.json").is_file():
+        raise LyricdistError(f"wandb:{path} is not a lyricdist corpus (no meta.json); pass --corpus DIR")
+    return corpus
 
 
 # ---- push ------------------------------------------------------------------------------------------------------

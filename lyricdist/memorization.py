@@ -288,14 +288,21 @@ def check_options(
 
 
 def training_corpus(checkpoint: str | Path) -> str:
-    """The corpus a checkpoint was trained on (recorded in its config.json)."""
+    """The corpus a checkpoint was trained on: the one its config.json records, or, for a wandb download whose
+    recorded path is not on this machine, the corpus artifact its model artifact names."""
+    from .hub import training_corpus_of_download
+
     path = resolve_checkpoint_dir(checkpoint)
     corpus = json.loads((path / "config.json").read_text(encoding="utf-8")).get("corpus")
-    if not corpus or not Path(corpus).is_dir():
-        raise LyricdistError(
-            f"checkpoint {path} records no reachable training corpus ({corpus!r}); pass --corpus DIR for the check"
-        )
-    return corpus
+    if corpus and Path(corpus).is_dir():
+        return corpus
+    fetched = training_corpus_of_download(path)
+    if fetched is not None:
+        return str(fetched)
+    raise LyricdistError(
+        f"checkpoint {path} records no reachable training corpus ({corpus!r}) and names no wandb corpus artifact; "
+        f"pass --corpus DIR for the check"
+    )
 
 
 def check_texts(

@@ -76,6 +76,7 @@ class Tracker:
         self.mode = wandb_mode(cfg)
         self.run = None
         self.run_id = run_id
+        self.corpus_artifact: str | None = None
         self._started = time.monotonic()
         self._wall_offset = 0.0
         if not self.main:
@@ -111,6 +112,7 @@ class Tracker:
             self.run_id = run_id or uuid.uuid4().hex[:12]
             self._init(config, {**base, "id": self.run_id, **({"resume": "allow"} if run_id else {})})
         self.run = accelerator.get_tracker("wandb", unwrap=True)
+        self.corpus_artifact = self._log_corpus(getattr(cfg.data, "corpus", None))
         if self.mode == "offline":
             run_dir = self.run.dir.rsplit("/files", 1)[0]
             # A resumed run has one directory per segment; one `wandb sync` of all of them uploads them in order.
@@ -182,12 +184,31 @@ class Tracker:
                 table.add_data(*(r.get(c) for c in columns))
             self.run.log({"samples": table}, step=step)
 
+    def _log_corpus(self, corpus: str | None) -> str | None:
+        """The prepared training corpus as a dataset artifact, named in every model artifact, so that a memorisation
+        check of a downloaded model can fetch the text it was trained on. Online it is the run's input (W&B lineage);
+        offline wandb refuses inputs ("Cannot use artifact when in offline mode"), so it is logged as an output."""
+        if corpus is None or not self.cfg.tracking.log_checkpoints or not (Path(corpus) / "meta.json").is_file():
+            return None
+        import wandb
+
+        name = re.sub(r"[^A-Za-z0-9_.-]", "-", f"corpus-{Path(corpus).resolve().name}")
+        artifact = wandb.Artifact(name, type="dataset", description="a `lyricdist prepare` corpus")
+        artifact.add_dir(str(corpus))
+        if self.mode == "offline":
+            self.run.log_artifact(artifact)
+        else:
+            self.run.use_artifact(artifact)
+        return name
+
     def log_checkpoint(self, path: Path, aliases: list[str], metadata: dict) -> None:
         if not self.main or self.run is None or not self.cfg.tracking.log_checkpoints:
             return
         import wandb
 
         name = re.sub(r"[^A-Za-z0-9_.-]", "-", f"model-{self.run_id}")
+        if self.corpus_artifact:
+            metadata = {**metadata, "corpus_artifact": self.corpus_artifact}
         artifact = wandb.Artifact(name, type="model", metadata=scrub(metadata))
         artifact.add_dir(str(path))
         self.run.log_artifact(artifact, aliases=aliases)

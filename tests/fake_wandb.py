@@ -71,11 +71,13 @@ class FakeWandb:
         self.server.shutdown()
         self.server.server_close()
 
-    def add_artifact(self, entity: str, project: str, name: str, files: dict[str, bytes], aliases: list[str]) -> str:
-        """A new version of model artifact entity/project/name; returns its version ("v0", "v1", ...)."""
+    def add_artifact(self, entity: str, project: str, name: str, files: dict[str, bytes], aliases: list[str],
+                     kind: str = "model", metadata: dict | None = None) -> str:
+        """A new version of artifact entity/project/name (of type `kind`); returns its version ("v0", "v1", ...)."""
         entry = self.artifacts.setdefault((entity, project, name), {"versions": [], "aliases": {}})
         index = len(entry["versions"])
-        version = {"id": len(self.by_id) + 1, "index": index, "files": dict(files), "key": (entity, project, name)}
+        version = {"id": len(self.by_id) + 1, "index": index, "files": dict(files), "key": (entity, project, name),
+                   "kind": kind, "metadata": metadata or {}}
         self.by_id[version["id"]] = version
         entry["versions"].append(version)
         for alias in [*aliases, "latest", f"v{index}"]:
@@ -99,8 +101,8 @@ class FakeWandb:
         digest = hashlib.md5(json.dumps(self.manifest(version), sort_keys=True).encode()).hexdigest()
         artifact = {
             "__typename": "Artifact", "id": str(version["id"]), "artifactSequence": collection,
-            "versionIndex": version["index"], "artifactType": {"name": "model"}, "description": None,
-            "metadata": "{}", "ttlDurationSeconds": -1, "ttlIsInherited": True, "tags": [], "historyStep": None,
+            "versionIndex": version["index"], "artifactType": {"name": version["kind"]}, "description": None,
+            "metadata": json.dumps(version["metadata"]), "ttlDurationSeconds": -1, "ttlIsInherited": True, "tags": [], "historyStep": None,
             "state": "COMMITTED", "size": sum(len(d) for d in files.values()), "digest": digest,
             "digestAlgorithm": "MANIFEST_MD5", "commitHash": digest[:12], "fileCount": len(files),
             "createdAt": "2026-01-01T00:00:00", "updatedAt": None,

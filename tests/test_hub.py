@@ -175,6 +175,35 @@ def test_wandb_reference_downloads_the_model_artifact(checkpoint, tmp_path):
         assert proc.returncode == 1 and "is not a lyricdist checkpoint" in proc.stderr, proc.stderr
 
 
+@pytest.mark.slow
+def test_memorisation_check_of_a_wandb_model_fetches_the_corpus_artifact_it_names(checkpoint, demo_corpus, tmp_path):
+    """The training run logs its corpus as a dataset artifact and names it in each model artifact: a model downloaded
+    where the recorded corpus path does not exist is checked against that artifact; without one, --corpus is asked."""
+    config = json.loads((checkpoint / "config.json").read_text())
+    moved = {**config, "corpus": "/elsewhere/corpus/demo"}
+    files = {p.name: p.read_bytes() for p in checkpoint.iterdir()}
+    files["config.json"] = json.dumps(moved).encode()
+    corpus_files = {p.name: p.read_bytes() for p in demo_corpus.iterdir() if p.is_file()}
+    with FakeWandb() as wb:
+        wb.add_artifact("me", "lyricdist", "corpus-demo", corpus_files, [], kind="dataset")
+        wb.add_artifact("me", "lyricdist", "model-abc", files, ["best"], metadata={"corpus_artifact": "corpus-demo"})
+        wb.add_artifact("me", "lyricdist", "model-nocorpus", files, ["best"])
+        env = {"WANDB_BASE_URL": wb.url, "WANDB_API_KEY": "local-" + "f" * 40, "WANDB_MODE": "online",
+               "LYRICDIST_CACHE": str(tmp_path / "cache"), "WANDB_CACHE_DIR": str(tmp_path / "wandb-cache"),
+               "WANDB_DIR": str(tmp_path / "wandb-dir"), "WANDB_CONFIG_DIR": str(tmp_path / "wandb-config")}
+        args = ["--length", "80", "--seed", "3", "--check-memorization", "--json"]
+        proc = run_cli("sample", "wandb:me/lyricdist/model-abc:best", *args, env=env)
+        report = json.loads(proc.stdout)["memorization"]
+        local = json.loads(run_cli("sample", str(checkpoint), *args).stdout)["memorization"]
+        assert [{**r, "corpus": None} for r in report] == [{**r, "corpus": None} for r in local]  # the same check
+        assert all(r["corpus"].endswith("corpus-demo/v0") for r in report)
+        fetched = tmp_path / "cache" / "wandb" / "me" / "lyricdist" / "corpus-demo" / "v0"
+        assert (fetched / "meta.json").read_bytes() == (demo_corpus / "meta.json").read_bytes()
+        proc = run_cli("sample", "wandb:me/lyricdist/model-nocorpus:best", *args, env=env, check=False)
+        assert proc.returncode == 1 and proc.stderr.strip().count("\n") == 0, proc.stderr
+        assert "names no wandb corpus artifact; pass --corpus DIR" in proc.stderr
+
+
 def test_memorisation_check_on_a_download_names_what_it_needs(hub, checkpoint):
     """A downloaded checkpoint whose recorded corpus is not on this machine: the check asks for --corpus."""
     config = json.loads((checkpoint / "config.json").read_text())

@@ -87,6 +87,9 @@ def test_offline_run_logs_history_samples_artifacts_and_no_secret(demo_corpus, t
     assert {"latest", "best"} <= aliases
     meta = json.loads(artifacts[-1]["metadata"])
     assert meta["step"] == 20 and meta["val_loss"] > 0
+    # the corpus, as a dataset artifact each model artifact names (memorisation checks of a download fetch it)
+    corpora = [r["artifact"] for r in records if r["type"] == "artifact" and r["artifact"]["type"] == "dataset"]
+    assert [c["name"] for c in corpora] == [f"corpus-{demo_corpus.name}"] == [meta["corpus_artifact"]]
     config = [r for r in records if r["type"] == "config"]
     logged = json.dumps(config)
     assert "seq_len" in logged and "hidden_size" in logged and "out_dir" in logged  # the full resolved config
