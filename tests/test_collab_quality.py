@@ -29,8 +29,9 @@ def test_collab_quality_quick(tmp_path):
         assert 0 <= r[key] <= 1, key
     assert r["judge_songs"] >= 0.75 and r["similarity_songs"] >= 0.75  # two very different demo styles
     assert r["generator_val_nats"] > 0 and abs(r["swap_gap"]) < 5
-    assert set(r["collab"]) == {"alternate", "alternate w=2", "blend", "condition"}
-    for key in ("alternate", "alternate w=2"):
+    assert set(r["collab"]) == {"alternate", "alternate w=4", "alternate w=8", "blend", "condition"}
+    assert set(r["generator_guided_val_nats"]) == {"4", "8"}
+    for key in ("alternate", "alternate w=4", "alternate w=8"):
         row = r["collab"][key]
         assert row["segments"] == 4 and 0 <= row["judge_attribution"] <= 1
         assert set(row["copying"]) == {"Juniper Vale", "DJ Kilowatt"}
@@ -41,5 +42,5 @@ def test_collab_quality_quick(tmp_path):
     assert set(r["seconds"]) == {"prepare", "judge", "similarity", "generator", "collab", "scoring"}
     table = proc.stdout
     assert "| similarity: held-out songs attributed |" in table and "| artist-swap gap" in table
-    assert "collab alternate w=2: single-author segments attributed by the judge" in table
+    assert "collab alternate w=8: single-author segments attributed by the judge" in table
     assert "wall time: prepare" in table

@@ -78,9 +78,13 @@ class NgramFeatures:
 
 
 def bags(arrays: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-    """EmbeddingBag input: all ids in one flat tensor and each bag's start offset."""
-    lengths = [max(len(a), 1) for a in arrays]
-    flat = np.concatenate([a if len(a) else np.zeros(1, np.int64) for a in arrays])
+    """EmbeddingBag input: each text's distinct ids in one flat tensor, and each bag's start offset.
+
+    An n-gram counts once per text (binary term frequency, close to TF-IDF's sublinear tf): a refrain sung four
+    times would otherwise outweigh the rest of the song."""
+    arrays = [np.unique(a) if len(a) else np.zeros(1, np.int64) for a in arrays]
+    lengths = [len(a) for a in arrays]
+    flat = np.concatenate(arrays)
     offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
     return torch.from_numpy(flat), torch.from_numpy(offsets)
 
