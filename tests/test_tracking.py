@@ -210,7 +210,8 @@ class FakeAccelerator:
             raise RuntimeError("failed to rewind run: rewind is not enabled for this entity")
 
     def get_tracker(self, name, unwrap=False):
-        return SimpleNamespace(dir="/nowhere/files")
+        return SimpleNamespace(dir="/nowhere/files", use_artifact=lambda artifact: None,
+                               log_artifact=lambda artifact, **kw: None)
 
 
 def _logged(out: Path, steps: list[int]) -> None:
