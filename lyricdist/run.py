@@ -150,11 +150,10 @@ class ThroughputWindow:
         self.reset()
 
     def reset(self) -> None:
-        self.items, self.steps, self.paused_seconds, self.start = 0, 0, 0.0, self.clock()
+        self.items, self.paused_seconds, self.start = 0, 0.0, self.clock()
 
     def add(self, items: int) -> None:
         self.items += items
-        self.steps += 1
 
     def rate(self) -> float:
         return self.items / max(self.clock() - self.start - self.paused_seconds, 1e-9)

@@ -25,6 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import SimilarityModelConfig
+from .model import MaLSTM
 
 _WORD = re.compile(r"\w+(?:'\w+)*")
 
@@ -128,10 +129,7 @@ class NgramSiamese(nn.Module):
         for ids in texts_ids:
             df[torch.unique(torch.as_tensor(ids))] += 1
         self.idf.copy_(torch.log((1 + len(texts_ids)) / (1 + df)) + 1)
-    @staticmethod
-    def similarity(h_a: torch.Tensor, h_b: torch.Tensor) -> torch.Tensor:
-        """In (0, 1]: 1 for identical encodings, towards 0 as their L1 distance grows."""
-        return torch.exp(-(h_a - h_b).abs().sum(-1))
+    similarity = staticmethod(MaLSTM.similarity)  # the siamese similarity, exp(-L1), one definition
 
     def forward(self, ids: torch.Tensor, offsets: torch.Tensor, rows: torch.Tensor | None = None,
                 local: torch.Tensor | None = None) -> torch.Tensor:
