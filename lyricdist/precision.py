@@ -1,12 +1,22 @@
-"""Which dtype the recurrent layers compute in, chosen so that they stay one fused kernel (cuDNN / oneDNN).
+"""Which dtype the recurrent layers compute in, chosen so that they stay one fused kernel (cuDNN / oneDNN) on one
+weight buffer, and how 16-bit weights are trained: fp32 masters, fp32 gradients, fp32 all-reduce.
 
 Why this is not plain autocast: PyTorch's autocast runs cuDNN RNNs in float16 whatever the autocast dtype (with no
 loss scaling under bf16), and an RNN called with weights cast on every forward leaves the fused kernel on some
-stacks and runs one timestep at a time. So the RNN keeps its *own* flattened weights in the compute dtype and
-runs with autocast off; an fp32 master copy of those weights (`MasterWeights`) takes the optimizer's updates; the
-embedding, head and loss run under ordinary autocast. Which dtype a stack's fused kernel takes is not guessed from
-version numbers: `rnn_kernel` counts the dispatched ops of a tiny forward+backward at two sequence lengths, and a
-fused kernel is one whose op count does not grow with the sequence.
+stacks and runs one timestep at a time. So the RNN keeps its *own* weights in the compute dtype, flattened into the
+one buffer cuDNN reads (`flatten_rnn`: torch's own `flatten_parameters` silently skips bf16), and runs with autocast
+off; the embedding, head and loss run under ordinary autocast.
+
+Training 16-bit weights (`MasterWeights`): fp32 masters take the optimizer's updates; each micro-batch's 16-bit
+gradient is added into an fp32 gradient buffer as soon as autograd produces it (Megatron's `main_grad`), and that
+buffer is all-reduced in fp32 across processes, once per optimizer step. DDP never sees the 16-bit weights: it
+buckets by dtype and would reduce them in 16 bits (up to W-1 roundings) after summing micro-batches in 16 bits.
+
+Which dtype a stack's fused kernel takes is not guessed from version numbers: `rnn_kernel` runs the model's own
+recurrent shape (input, hidden, layers, dropout, a realistic batch: cuDNN picks its algorithm from these), warms
+up, and counts the dispatched ops of a forward+backward at three sequence lengths. A fused kernel is one whose op
+count does not grow with the sequence. cuDNN runs bf16 RNNs from PyTorch 2.10 with cuDNN >= 9.13
+(pytorch/pytorch#164411); older stacks reject it here and fall back to fp16 with loss scaling.
 """
 
 from __future__ import annotations
@@ -15,6 +25,7 @@ import collections
 import contextlib
 import functools
 import os
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -26,6 +37,15 @@ NAMES = {v: k for k, v in DTYPES.items()}
 # What each request may fall back to, best first: fp16 keeps a fused kernel (with loss scaling) where bf16 has none.
 CANDIDATES = {"no": ["fp32"], "bf16": ["bf16", "fp16", "fp32"], "fp16": ["fp16", "fp32"]}
 _RNN_OP_WORDS = ("rnn", "lstm", "gru")
+_CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+PROBE_SEQ_LENS = (4, 8, 16)
+PROBE_MAX_CPU_BATCH = 64  # oneDNN's kernel choice does not depend on the batch; a CPU probe stays cheap
+# The warning cuDNN's RNN prints when the weights are not one buffer (it then copies every weight every forward).
+NOT_ONE_BUFFER = "not part of single contiguous chunk of memory"
+# The first PyTorch release whose cuDNN RNN takes bf16 (pytorch/pytorch#164411, needs cuDNN >= 9.13): the Docker
+# image's base must be at least this (tests/test_launch.py checks the tag).
+CUDNN_BF16_RNN_TORCH = (2, 10)
+CUDNN_BF16_RNN_CUDNN = 91300
 
 
 class OpCounter(TorchDispatchMode):
@@ -71,32 +91,125 @@ def _device_type(t: torch.Tensor) -> str:
     return t.device.type if t.device.type in ("cuda", "cpu", "xpu", "mps") else "cpu"
 
 
-@functools.lru_cache(maxsize=None)
-def rnn_kernel(cell: str, dtype_name: str, device: str) -> tuple[bool, str]:
-    """(fused?, kernel names) for a `cell` RNN computing in `dtype_name` on `device`, forward and backward.
+# ---- one weight buffer -------------------------------------------------------------------------------------------
+def flatten_rnn(rnn: nn.RNNBase) -> None:
+    """Put a CUDA RNN's weights into the one buffer, in cuDNN's layout, that its fused kernel reads, in any dtype.
 
-    Fused means the dispatched op count is the same at sequence lengths 4 and 8: the recurrence ran inside one
-    kernel per layer rather than one op per timestep. A dtype the stack rejects outright counts as not fused.
+    `nn.RNNBase.flatten_parameters` does this only for the dtypes `torch.backends.cudnn.is_acceptable` lists (half,
+    float, double): for bf16 it silently returns, and cuDNN then warns on every forward and copies every weight into
+    a fresh buffer (the `!weight_buf.defined()` branch of `_cudnn_rnn`). The op underneath,
+    `torch._cudnn_rnn_flatten_weight`, takes bf16; this calls it as flatten_parameters would. Elsewhere (CPU: oneDNN
+    reorders weights itself) it does nothing. The Parameters stay the same objects, with new storage.
     """
-    cls = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}[cell]
-    dtype = DTYPES[dtype_name]
+    weights = rnn._flat_weights
+    if not weights or not all(isinstance(w, torch.Tensor) and w.is_cuda for w in weights):
+        return
+    if not (torch.backends.cudnn.enabled and torch.backends.cudnn.is_available()):
+        return
+    if len({w.dtype for w in weights}) != 1 or len({w.data_ptr() for w in weights}) != len(weights):
+        return  # mixed dtypes or aliased weights: torch's copying path, as flatten_parameters leaves it
+    import torch.backends.cudnn.rnn as cudnn_rnn
+
+    num_weights = (4 if rnn.bias else 2) + (1 if rnn.proj_size > 0 else 0)
+    with torch.cuda.device_of(weights[0]), torch.no_grad():
+        if torch._use_cudnn_rnn_flatten_weight():
+            torch._cudnn_rnn_flatten_weight(weights, num_weights, rnn.input_size, cudnn_rnn.get_cudnn_mode(rnn.mode),
+                                            rnn.hidden_size, rnn.proj_size, rnn.num_layers, rnn.batch_first,
+                                            bool(rnn.bidirectional))
+
+
+def weights_in_one_buffer(rnn: nn.RNNBase) -> bool:
+    """Whether every recurrent weight lives in one storage (what cuDNN needs to run on the weights in place)."""
+    return len({w.untyped_storage().data_ptr() for w in rnn._flat_weights}) == 1
+
+
+def check_one_buffer(rnn: nn.RNNBase, where: str) -> None:
+    """On CUDA, fail loudly if the weights left their buffer: every forward would copy them (a bug, not a setting)."""
+    if rnn.weight_hh_l0.is_cuda and torch.backends.cudnn.enabled and not weights_in_one_buffer(rnn):
+        raise RuntimeError(f"{where}: the RNN's {NAMES.get(rnn.weight_hh_l0.dtype)} weights are not in one buffer, "
+                           f"so cuDNN would copy them every forward; please report this with your torch version")
+
+
+def cast_rnn(rnn: nn.RNNBase, dtype: torch.dtype) -> None:
+    """Keep the recurrent weights in `dtype`, in one buffer for cuDNN (same Parameter objects, new storage)."""
+    rnn.to(dtype)
+    flatten_rnn(rnn)
+
+
+# ---- the kernel probe --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RNNShape:
+    """The recurrent layers the probe runs: the model's own, at the batch one step runs. cuDNN picks its algorithm
+    from these (a persistent kernel for small hidden sizes and batches, the standard one for the presets), and bf16
+    and dropout support differ between its algorithms: a toy shape would check another kernel than training uses."""
+
+    cell: str
+    input_size: int
+    hidden_size: int
+    num_layers: int
+    dropout: float
+    batch: int
+
+    @classmethod
+    def of(cls, rnn: nn.RNNBase, batch: int) -> "RNNShape":
+        cell = {"LSTM": "lstm", "GRU": "gru"}.get(rnn.mode, "rnn")
+        return cls(cell, rnn.input_size, rnn.hidden_size, rnn.num_layers, float(rnn.dropout), max(1, int(batch)))
+
+
+@dataclass(frozen=True)
+class KernelCheck:
+    """What the probe saw for one dtype: fused?, the RNN kernels dispatched, the op counts at PROBE_SEQ_LENS, and
+    (CUDA) whether the weights stayed in one buffer."""
+
+    fused: bool
+    kernels: str
+    counts: tuple[int, ...] = ()
+    one_buffer: bool = True
+
+
+@functools.lru_cache(maxsize=None)
+def rnn_kernel(shape: RNNShape, dtype_name: str, device: str) -> KernelCheck:
+    """Probe a `shape` RNN computing in `dtype_name` on `device` (forward and backward, in training mode).
+
+    Fused means the op count does not grow with the sequence: fewer than one extra op per extra timestep from 4 to
+    8 and from 8 to 16 (an unfused RNN dispatches several per timestep and layer; small constant differences, such
+    as a workspace allocated at one length only, do not count). A first run warms up (cuDNN handles, the dropout
+    state, workspaces). A dtype the stack rejects, or whose weights cannot stay in one buffer, counts as not fused.
+    The global random state is left as it was.
+    """
+    cls, dtype = _CELLS[shape.cell], DTYPES[dtype_name]
+    cuda = device.startswith("cuda")
+    batch = shape.batch if cuda else min(shape.batch, PROBE_MAX_CPU_BATCH)
     counts, kernels = [], set()
     try:
-        with torch.random.fork_rng(devices=[device] if device.startswith("cuda") else []):
+        with torch.random.fork_rng(devices=[device] if cuda else []), warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
             torch.manual_seed(0)
-            rnn = cls(8, 16, num_layers=2, batch_first=True).to(device=device, dtype=dtype)
-            rnn.flatten_parameters()
-            for seq in (4, 8):
-                x = torch.randn(2, seq, 8, device=device, dtype=dtype, requires_grad=True)
+            rnn = cls(shape.input_size, shape.hidden_size, num_layers=shape.num_layers, batch_first=True,
+                      dropout=shape.dropout if shape.num_layers > 1 else 0.0).to(device=device, dtype=dtype).train()
+            flatten_rnn(rnn)
+
+            def step(seq: int) -> None:
+                x = torch.randn(batch, seq, shape.input_size, device=device, dtype=dtype, requires_grad=True)
+                out, _ = rnn(x)
+                out.float().sum().backward()
+
+            step(PROBE_SEQ_LENS[0])  # warm-up
+            for seq in PROBE_SEQ_LENS:
                 with OpCounter() as c:
-                    out, _ = rnn(x)
-                    out.float().sum().backward()
+                    step(seq)
                 counts.append(c.total)
                 kernels.update(c.rnn_kernels())
+            one_buffer = not cuda or weights_in_one_buffer(rnn)
+            one_buffer = one_buffer and not any(NOT_ONE_BUFFER in str(w.message) for w in seen)
     except (RuntimeError, NotImplementedError) as e:
-        return False, f"rejected ({str(e).strip().splitlines()[0][:80]})"
-    fused = counts[0] == counts[1] and bool(kernels)
-    return fused, ", ".join(sorted(kernels)) or "none"
+        return KernelCheck(False, f"rejected ({str(e).strip().splitlines()[0][:80]})")
+    names = ", ".join(sorted(kernels)) or "none"
+    lens = PROBE_SEQ_LENS
+    growth = max((counts[i + 1] - counts[i]) / (lens[i + 1] - lens[i]) for i in range(len(lens) - 1))
+    if not one_buffer:
+        return KernelCheck(False, f"{names}, weights copied every forward", tuple(counts), False)
+    return KernelCheck(bool(kernels) and growth < 1, names, tuple(counts), one_buffer)
 
 
 @dataclass(frozen=True)
@@ -108,6 +221,7 @@ class Precision:
     kernel: str  # the RNN kernel the start-up check saw, e.g. aten._cudnn_rnn
     fused: bool
     note: str = ""  # why this differs from the request, if it does
+    request: str = ""  # what was asked for, after `auto` was resolved (the fallback order starts there)
 
     @property
     def name(self) -> str:
@@ -134,16 +248,22 @@ class Precision:
         kernel = f"fused {self.kernel}" if self.fused else f"NOT fused ({self.kernel})"
         line = f"precision: RNN in {self.name} ({kernel})"
         if self.low_precision:
-            line += f", rest under {self.name} autocast, fp32 master weights"
+            line += f", rest under {self.name} autocast, fp32 master weights and gradients"
         if self.loss_scaling:
             line += ", dynamic loss scaling"
         return line + (f"; {self.note}" if self.note else "")
 
 
 def native_bf16(device: torch.device) -> bool:
-    """Whether the device computes bf16 natively: an Ampere or newer GPU, or a CPU with AMX or AVX512-BF16."""
+    """Whether the device computes bf16 natively: an Ampere or newer GPU, or a CPU with AMX or AVX512-BF16.
+
+    `torch.cuda.is_bf16_supported()` alone also says yes on V100/T4, where bf16 is emulated (slowly, and cuDNN has
+    no bf16 RNN there): only native support counts."""
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+        try:
+            return torch.cuda.is_bf16_supported(including_emulation=False)
+        except TypeError:  # torch < 2.3: no emulation check; compute capability 8.0 (Ampere) is where bf16 is native
+            return torch.cuda.get_device_capability(device)[0] >= 8
     if device.type == "cpu":
         cpu = torch.cpu
         return any(getattr(cpu, f, lambda: False)() for f in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"))
@@ -161,62 +281,149 @@ def resolve_request(mixed_precision: str, device: torch.device) -> str:
     return "bf16" if native_bf16(device) else "no"
 
 
-def choose_precision(mixed_precision: str, device: torch.device, cell: str = "lstm") -> Precision:
-    """The best dtype for `mixed_precision` whose RNN kernel is fused on this stack (checked once, cached)."""
+def _device_key(device: torch.device) -> str:
+    return str(device) if device.type != "cuda" else f"cuda:{device.index if device.index is not None else torch.cuda.current_device()}"
+
+
+def choose_precision(mixed_precision: str, device: torch.device, shape: RNNShape,
+                     failed: tuple[tuple[str, str], ...] = ()) -> Precision:
+    """The best dtype for `mixed_precision` whose RNN kernel is fused at `shape` on this stack (probed once per
+    shape, cached). `failed`: (dtype, why) pairs already ruled out, e.g. by a failing first training step."""
     requested = resolve_request(mixed_precision, device)
-    dev = str(device) if device.type != "cuda" else f"cuda:{device.index or 0}"
-    rejected = []
+    rejected = [f"{name} {why}" for name, why in failed]
+    ruled_out = {name for name, _ in failed}
     for name in CANDIDATES[requested]:
-        fused, kernel = rnn_kernel(cell, name, dev)
-        if fused or name == "fp32":
-            note = ""
-            if rejected:
-                note = "fell back: " + "; ".join(rejected)
-            if not fused:
+        if name in ruled_out and name != "fp32":
+            continue
+        check = rnn_kernel(shape, name, _device_key(device))
+        if check.fused or name == "fp32":
+            note = "fell back: " + "; ".join(rejected) if rejected else ""
+            if not check.fused:
                 note = (note + "; " if note else "") + "no fused RNN kernel even in fp32 on this stack"
-            return Precision(DTYPES[name], kernel, fused, note)
-        rejected.append(f"{name} RNN is not fused here ({kernel})")
+            return Precision(DTYPES[name], check.kernels, check.fused, note, requested)
+        rejected.append(f"{name} RNN is not fused here ({check.kernels})")
     raise AssertionError("unreachable: fp32 is always a candidate")
 
 
-def cast_rnn(rnn: nn.RNNBase, dtype: torch.dtype) -> None:
-    """Keep the recurrent weights in `dtype`, flattened for cuDNN (same Parameter objects, new storage)."""
-    rnn.to(dtype)
-    rnn.flatten_parameters()
-
-
-def use_for_inference(model, device: str | torch.device, mixed_precision: str = "auto") -> Precision:
+def use_for_inference(model, device: str | torch.device, mixed_precision: str = "auto", batch: int = 8) -> Precision:
     """Sampling and evaluation follow the training rule: the RNN's weights become the dtype whose fused kernel
     runs here (no masters needed without an optimizer); the head stays fp32."""
-    precision = choose_precision(mixed_precision, torch.device(device), model.cfg.cell)
+    precision = choose_precision(mixed_precision, torch.device(device), RNNShape.of(model.rnn, batch))
     cast_rnn(model.rnn, precision.rnn_dtype)
     return precision
 
 
-def masters_for(rnn: nn.RNNBase, precision: Precision) -> "MasterWeights | None":
-    """Set a trainer's RNN up for `precision`: fp32 masters of its weights if it computes in 16 bits (taken
-    before the cast), then its own weights in the compute dtype."""
+# ---- training 16-bit weights -------------------------------------------------------------------------------------
+def _world_size() -> int:
+    dist = torch.distributed
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+class MasterWeights:
+    """fp32 masters of a 16-bit RNN's weights and their fp32 gradients; the optimizer updates the masters.
+
+    Both are views of one flat fp32 buffer each: one broadcast makes every process start from rank 0's weights,
+    one all-reduce per optimizer step sums the gradients. A hook on each 16-bit weight adds its gradient into the
+    fp32 buffer the moment autograd has it and drops the 16-bit one, so micro-batches of `grad_accum` are summed
+    in fp32 too. The 16-bit weights are kept out of DDP (`keep_out_of_ddp`), which would reduce them in 16 bits.
+    `after_step` writes the updated masters back into the RNN's weight buffer, in place: one copy per optimizer
+    step, none per forward.
+    """
+
+    def __init__(self, model_params: list[nn.Parameter]):
+        self.model_params = list(model_params)
+        sizes = [p.numel() for p in self.model_params]
+        device = self.model_params[0].device
+        self.flat = torch.empty(sum(sizes), dtype=torch.float32, device=device)
+        self.flat_grad = torch.zeros(sum(sizes), dtype=torch.float32, device=device)
+        self.masters: list[nn.Parameter] = []
+        self.grads: list[torch.Tensor] = []
+        with torch.no_grad():
+            for p, view, grad in zip(self.model_params, self.flat.split(sizes), self.flat_grad.split(sizes)):
+                view.copy_(p.detach().reshape(-1))
+                self.masters.append(nn.Parameter(view.view_as(p)))
+                self.grads.append(grad.view_as(p))
+        self._by_id = {id(p): m for p, m in zip(self.model_params, self.masters)}
+        self._hooks = [p.register_post_accumulate_grad_hook(self._accumulate(g))
+                       for p, g in zip(self.model_params, self.grads)]
+
+    @staticmethod
+    def _accumulate(main_grad: torch.Tensor):
+        @torch.no_grad()
+        def hook(p: torch.Tensor) -> None:
+            main_grad.add_(p.grad)  # upcast into the fp32 sum; the 16-bit gradient never accumulates
+            p.grad = None
+        return hook
+
+    @torch.no_grad()
+    def sync_from_main(self) -> None:
+        """Every process takes the main process's masters (and so RNN weights), whatever each drew at init."""
+        if _world_size() > 1:
+            torch.distributed.broadcast(self.flat, src=0)
+        self.after_step()
+
+    def keep_out_of_ddp(self, root: nn.Module) -> bool:
+        """Tell DDP to leave the 16-bit weights to us. False when nothing else in `root` trains (DDP would then have
+        no parameter and refuses to wrap): prepare the model without DDP then."""
+        ids = {id(p) for p in self.model_params}
+        names = [n for n, p in root.named_parameters() if id(p) in ids]
+        others = [p for p in root.parameters() if id(p) not in ids and p.requires_grad]
+        torch.nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(root, names)
+        return bool(others)
+
+    @torch.no_grad()
+    def to_masters(self) -> None:
+        """The summed fp32 gradients onto the masters, averaged over processes (in fp32) as DDP averages."""
+        world = _world_size()
+        if world > 1:
+            torch.distributed.all_reduce(self.flat_grad)
+            self.flat_grad.div_(world)
+        for m, g in zip(self.masters, self.grads):
+            m.grad = g
+
+    @torch.no_grad()
+    def after_step(self) -> None:
+        """Masters back into the RNN's own weights (rounded to its dtype, in place), gradients cleared."""
+        for p, m in zip(self.model_params, self.masters):
+            p.copy_(m)
+        self.flat_grad.zero_()
+
+    def zero_grad(self) -> None:
+        self.flat_grad.zero_()
+
+    def master_of(self, p: torch.Tensor) -> torch.Tensor:
+        """The master of an RNN weight; any other tensor is its own."""
+        return self._by_id.get(id(p), p)
+
+
+def masters_for(model: nn.Module, rnn: nn.RNNBase, precision: Precision) -> MasterWeights | None:
+    """Set a trainer's RNN up for `precision` (call before accelerate's prepare): for 16-bit compute, fp32 masters
+    of its weights (taken before the cast, then made rank 0's on every process), kept out of DDP; then its own
+    weights in the compute dtype, in one buffer. Returns None for fp32 (DDP reduces fp32 weights as they are)."""
     masters = MasterWeights(list(rnn.parameters())) if precision.low_precision else None
     cast_rnn(rnn, precision.rnn_dtype)
+    if masters:
+        masters.sync_from_main()
+        masters.keep_out_of_ddp(model)
     return masters
 
 
-def trained_params(params, masters: "MasterWeights | None") -> list[torch.Tensor]:
+def trained_params(params, masters: MasterWeights | None) -> list[torch.Tensor]:
     """What the optimizer updates, in the model's parameter order: the masters in place of 16-bit RNN weights."""
     return [masters.master_of(p) if masters else p for p in params]
 
 
-def full_precision_state(module: nn.Module, masters: "MasterWeights | None") -> dict[str, torch.Tensor]:
+def full_precision_state(module: nn.Module, masters: MasterWeights | None) -> dict[str, torch.Tensor]:
     """`module`'s state dict with the RNN's fp32 masters in place of its 16-bit compute weights."""
     state = module.state_dict(keep_vars=True)
     return {k: (masters.master_of(v) if masters else v).detach() for k, v in state.items()}
 
 
 def optimizer_step(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-                   masters: "MasterWeights | None", clip):
-    """One update after backward: gradients onto the masters, unscaled, clipped (`clip()` returns the norm), the
-    step (skipped by the scaler on an overflow), then the masters back into the RNN. `optimizer` is the torch
-    optimizer itself (a fused one takes the scaler's sync-free path)."""
+                   masters: MasterWeights | None, clip):
+    """One update after backward: fp32 gradients onto the masters (all-reduced), unscaled, clipped (`clip()` returns
+    the norm), the step (skipped by the scaler on an overflow), then the masters back into the RNN. `optimizer` is
+    the torch optimizer itself (a fused one takes the scaler's sync-free path)."""
     if masters:
         masters.to_masters()
     scaler.unscale_(optimizer)
@@ -224,40 +431,5 @@ def optimizer_step(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScale
     scaler.step(optimizer)
     scaler.update()
     if masters:
-        masters.to_model()
+        masters.after_step()
     return norm
-
-
-class MasterWeights:
-    """fp32 master copies of a 16-bit RNN's weights: the optimizer updates these, the RNN computes on its own.
-
-    After backward, `to_masters` moves the RNN's gradients onto the masters (in fp32); after the optimizer step,
-    `to_model` writes the updated masters back into the RNN's flattened weight buffer, in place. One copy per
-    optimizer step, none per forward.
-    """
-
-    def __init__(self, model_params: list[nn.Parameter]):
-        self.model_params = list(model_params)
-        self.masters = [nn.Parameter(p.detach().float().clone()) for p in self.model_params]
-        self._by_id = {id(p): m for p, m in zip(self.model_params, self.masters)}
-        self._grads: list[torch.Tensor | None] = [None] * len(self.masters)
-
-    @torch.no_grad()
-    def to_masters(self) -> None:
-        for i, (p, m) in enumerate(zip(self.model_params, self.masters)):
-            if p.grad is None:
-                m.grad = None
-                continue
-            if self._grads[i] is None:  # fp32 gradient buffers kept across steps: no allocation per step
-                self._grads[i] = torch.empty_like(m)
-            m.grad = self._grads[i].copy_(p.grad)
-            p.grad = None
-
-    @torch.no_grad()
-    def to_model(self) -> None:
-        for p, m in zip(self.model_params, self.masters):
-            p.copy_(m)
-
-    def master_of(self, p: torch.Tensor) -> torch.Tensor:
-        """The master of an RNN weight; any other tensor is its own."""
-        return self._by_id.get(id(p), p)

@@ -15,6 +15,7 @@ from safetensors.torch import load_file, save_file
 
 from .errors import LyricdistError
 from .fileio import atomic_write_json, replace_dir
+from .precision import flatten_rnn
 from .run import STATE_INFO
 
 FULL_PRECISION_FILE = "rnn_fp32.safetensors"
@@ -83,9 +84,9 @@ def restore_full_precision(module: torch.nn.Module, prefix: str, full: dict[str,
         target = masters.master_of(p) if masters else p
         target.copy_(full.get(prefix + name, p))
     if masters:
-        masters.to_model()
-    if hasattr(module, "flatten_parameters"):
-        module.flatten_parameters()
+        masters.after_step()
+    if isinstance(module, torch.nn.RNNBase):
+        flatten_rnn(module)
 
 
 def resplit(parts: list[dict[str, torch.Tensor]], lo: int, hi: int) -> tuple[torch.Tensor, ...] | None:

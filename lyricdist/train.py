@@ -25,7 +25,8 @@ from .config import RunConfig, TrainConfig
 from .data import IGNORE_INDEX, Corpus, EvalStreams, StreamBatches
 from .errors import LyricdistError
 from .model import CharRNN, detach_state
-from .precision import choose_precision, full_precision_state, masters_for, optimizer_step, trained_params
+from .precision import (RNNShape, cast_rnn, check_one_buffer, choose_precision, full_precision_state, masters_for,
+                        optimizer_step, trained_params)
 from .run import StopOnSignal, ThroughputWindow, TrainingStopped, make_accelerator, open_run_dir
 from .sample import prime_ids, progress_samples
 from .state import EXACTNESS, load_state, resplit, restore_full_precision, save_state
@@ -99,10 +100,6 @@ class Trainer:
             corpus.tokens("val"), vstarts, vartists, t.batch_size, t.seq_len, acc.process_index, acc.num_processes
         ).to(acc.device)
         acc.print(f"batches: {self.batches.placement}; {self.batches.summary()}")
-        self.precision = choose_precision(t.mixed_precision, acc.device, cfg.model.cell)
-        acc.print(self.precision.describe())
-        if acc.device.type == "cuda" and not self.precision.low_precision:  # fp32 weights, TF32 tensor-core math
-            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
 
         set_seed(t.seed)
         num_artists = len(corpus.artists) if cfg.model.artist_embedding_dim else 0
@@ -114,13 +111,18 @@ class Trainer:
             self.vocab, self.init_info = init_from_checkpoint(model, corpus.vocab, t.init_from, corpus.artists)
             acc.print(f"initialised from {t.init_from}: {self.init_info}")
         model.to(acc.device)
-        self.masters = masters_for(model.rnn, self.precision)
+        # The probe runs the model's own recurrent layers at the micro-batch one step runs (lyricdist.precision).
+        self.rnn_shape = RNNShape.of(model.rnn, local // t.grad_accum)
+        self.precision = choose_precision(t.mixed_precision, acc.device, self.rnn_shape)
+        acc.print(self.precision.describe())
+        self._tf32_if_fp32()
+        self.masters = masters_for(model, model.rnn, self.precision)
         self.optim_params = trained_params(model.parameters(), self.masters)
         optimizer = make_optimizer(self.optim_params, t)
         cpe = self.batches.chunks_per_epoch
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, t, cpe))
         self.model, self.optimizer, self.scheduler = acc.prepare(model, optimizer, scheduler)
-        acc.unwrap_model(self.model).rnn.flatten_parameters()
+        check_one_buffer(acc.unwrap_model(self.model).rnn, "start-up")
         self.scaler = torch.amp.GradScaler(acc.device.type, enabled=self.precision.loss_scaling)
         set_seed(t.seed, device_specific=True)  # distinct dropout streams per process
         self.primetexts = self._primetexts()
@@ -133,6 +135,56 @@ class Trainer:
         if state_dir is not None:
             run_id = self.load_state(state_dir)
         self.tracker = Tracker(acc, cfg, self.out, run_id=run_id, resume_step=self.step)
+        self._guard_first_step()
+
+    def _tf32_if_fp32(self) -> None:
+        if self.acc.device.type == "cuda" and not self.precision.low_precision:  # fp32 weights, TF32 tensor cores
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+
+    def _guard_first_step(self) -> None:
+        """Run the first training batch forward and backward once, before training: a 16-bit kernel that passed the
+        probe but fails on the real model and batch falls back now (the next candidate, the same one-line message)
+        instead of crashing the run at step 1, an hour into a queue. Outside DDP (its reducer expects no backward
+        without a forward through it), random state forked: the run computes exactly what it would without this."""
+        failed: list[tuple[str, str]] = []
+        while self.precision.low_precision:
+            try:
+                self._trial_step()
+                return
+            except (RuntimeError, NotImplementedError) as e:
+                if self.precision.name in {name for name, _ in failed}:
+                    raise
+                first_line = str(e).strip().splitlines()[0][:120] if str(e).strip() else ""
+                failed.append((self.precision.name, f"failed in the first training step ({type(e).__name__}: "
+                                                    f"{first_line})"))
+                self.precision = choose_precision(self.cfg.train.mixed_precision, self.acc.device, self.rnn_shape,
+                                                  tuple(failed))
+                self.acc.print(self.precision.describe())
+                rnn = self.acc.unwrap_model(self.model).rnn
+                cast_rnn(rnn, self.precision.rnn_dtype)
+                self.masters.after_step()  # the masters, rounded to the new dtype, back into the weights
+                self.scaler = torch.amp.GradScaler(self.acc.device.type, enabled=self.precision.loss_scaling)
+                if self.state is not None:
+                    self.state = tuple(s.to(self.precision.rnn_dtype) for s in self.state)
+                self._tf32_if_fp32()
+
+    def _trial_step(self) -> None:
+        t, dev = self.cfg.train, self.acc.device
+        model = self.acc.unwrap_model(self.model)
+        chunk = self.step % self.batches.chunks_per_epoch
+        b = self.batches.batch(chunk)
+        micro = slice(0, b.x.shape[0] // t.grad_accum)
+        state = None if self.state is None or chunk == 0 else tuple(s[:, micro] for s in self.state)
+        try:
+            with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+                with self.precision.autocast(dev):
+                    logits, _ = model(b.x[micro], state, b.reset[micro], b.artist[micro])
+                    nll = token_nll(logits, b.y[micro])
+                nll.backward()
+        finally:
+            model.zero_grad(set_to_none=True)
+            if self.masters:
+                self.masters.zero_grad()
 
     def _primetexts(self) -> list[str]:
         """The configured primetexts (unknown characters dropped with one warning), else a validation line."""

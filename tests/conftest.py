@@ -98,3 +98,31 @@ def read_text_tree(root: Path) -> str:
         if path.is_file():
             parts.append(path.read_bytes().decode("utf-8", errors="replace"))
     return "\n".join(parts)
+
+
+def forced_precision(name: str):
+    """A stand-in for lyricdist's choose_precision that picks `name` (bf16, fp16) whatever this CPU computes natively:
+    the precision *plumbing* (masters, fp32 gradients, resume, sync) is tested on every CPU, with bf16 slow but
+    correct where oneDNN has no bf16 kernel. Only assertions about speed or fusion may depend on the hardware. A
+    fallback (failed dtypes given) is the real choice."""
+    import torch
+
+    from lyricdist import precision as real
+    from lyricdist.precision import DTYPES, Precision
+
+    forced = Precision(DTYPES[name], "forced for the test", True, request=name)
+
+    def choose(mixed_precision, device, shape, failed=()):
+        return real.choose_precision(mixed_precision, device, shape, failed) if failed else forced
+    return choose
+
+
+@pytest.fixture
+def force_bf16(monkeypatch):
+    """Trainers pick bf16 whatever the CPU (see forced_precision)."""
+    import lyricdist.similarity.train as sim_train
+    import lyricdist.train as train_module
+
+    choose = forced_precision("bf16")
+    monkeypatch.setattr(train_module, "choose_precision", choose)
+    monkeypatch.setattr(sim_train, "choose_precision", choose)

@@ -10,12 +10,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import tiny_config
-from lyricdist.precision import OpCounter, choose_precision, rnn_kernel
+from conftest import forced_precision, tiny_config
+from lyricdist.precision import OpCounter, RNNShape, choose_precision, rnn_kernel
 from lyricdist.train import Trainer, train
 
 QUIET = ["--samples.enabled=false", "--tracking.backend=none", "--model.num_layers=2", "--model.dropout=0.1"]
 CPU = torch.device("cpu")
+SHAPE = RNNShape("lstm", 40, 32, 2, 0.1, 8)  # about the tiny config's recurrent layers
 
 
 def _trainer(corpus, out, *extra):
@@ -24,7 +25,8 @@ def _trainer(corpus, out, *extra):
 
 def _pickable_requests():
     """Every precision request, with what the trainer picks for it on this machine (ids show both)."""
-    return [pytest.param(req, id=f"{req}->{choose_precision(req, CPU).name}") for req in ("auto", "no", "bf16", "fp16")]
+    return [pytest.param(req, id=f"{req}->{choose_precision(req, CPU, SHAPE).name}")
+            for req in ("auto", "no", "bf16", "fp16")]
 
 
 @pytest.mark.parametrize("request_", _pickable_requests())
@@ -61,9 +63,9 @@ def test_rnn_kernel_runs_on_the_modules_own_weights(demo_corpus, tmp_path, reque
 
 def test_an_unfused_request_falls_back_with_one_line(demo_corpus, tmp_path, capsys):
     """fp16 RNNs have no fused oneDNN kernel on a CPU: asking for fp16 there falls back to fp32, saying so once."""
-    fused, kernel = rnn_kernel("lstm", "fp16", "cpu")
-    if fused:
-        pytest.skip(f"this CPU stack fuses fp16 RNNs ({kernel}): nothing to fall back from")
+    check = rnn_kernel(SHAPE, "fp16", "cpu")
+    if check.fused:
+        pytest.skip(f"this CPU stack fuses fp16 RNNs ({check.kernels}): nothing to fall back from")
     trainer = _trainer(demo_corpus, tmp_path / "run", "--train.mixed_precision=fp16")
     assert trainer.precision.rnn_dtype == torch.float32 and trainer.precision.fused
     lines = [l for l in capsys.readouterr().out.splitlines() if l.startswith("precision:")]
@@ -121,13 +123,12 @@ def test_host_syncs_only_at_log_steps(demo_corpus, tmp_path, monkeypatch):
     assert {s[0] for s in seen} >= {log_every}, "the spy saw no sync at all: it is not measuring anything"
 
 
-def test_bf16_trains_fp32_masters_and_saves_them(demo_corpus, tmp_path):
+def test_bf16_trains_fp32_masters_and_saves_them(demo_corpus, tmp_path, force_bf16):
     """Under bf16 the RNN computes on its own bf16 weights; the optimizer updates fp32 masters, which are what
     the checkpoint holds, and the bf16 weights are always the masters rounded."""
     trainer = _trainer(demo_corpus, tmp_path / "run", "--train.mixed_precision=bf16", "--train.max_steps=6",
                        "--train.eval_every=6")
-    if not trainer.precision.low_precision:
-        pytest.skip(f"no fused bf16 RNN on this CPU stack: {trainer.precision.describe()}")
+    assert trainer.precision.rnn_dtype == torch.bfloat16
     rnn = trainer.acc.unwrap_model(trainer.model).rnn
     before = [m.detach().clone() for m in trainer.masters.masters]
     trainer.fit()
@@ -141,11 +142,9 @@ def test_bf16_trains_fp32_masters_and_saves_them(demo_corpus, tmp_path):
         assert saved[f"rnn.{name}"].dtype == torch.float32 and torch.equal(saved[f"rnn.{name}"], m.cpu())
 
 
-def test_bf16_resume_is_bitwise_on_cpu(demo_corpus, tmp_path):
+def test_bf16_resume_is_bitwise_on_cpu(demo_corpus, tmp_path, force_bf16):
     """Stop at step 4, resume to 8 under bf16: the same fp32 weights as 8 steps straight."""
     args = ["--train.mixed_precision=bf16", "--train.save_every=4", "--train.eval_every=4", "--train.log_every=2"]
-    if not choose_precision("bf16", CPU).low_precision:
-        pytest.skip("no fused bf16 RNN on this CPU stack")
     train(tiny_config(demo_corpus, tmp_path / "straight", *QUIET, *args, "--train.max_steps=8"))
     train(tiny_config(demo_corpus, tmp_path / "split", *QUIET, *args, "--train.max_steps=4"))
     train(tiny_config(demo_corpus, tmp_path / "split", *QUIET, *args, "--train.max_steps=8"), resume=True)
@@ -159,10 +158,8 @@ def test_fp16_path_scales_the_loss_and_updates_fp32_masters(demo_corpus, tmp_pat
     """The fp16 plumbing (GradScaler on fp32 masters) on a CPU. A CPU has no fused fp16 RNN, so the start-up check
     would never pick fp16 here: the choice is forced; tests/test_gpu.py runs the real thing on a GPU."""
     import lyricdist.train as train_module
-    from lyricdist.precision import Precision
 
-    forced = Precision(torch.float16, "forced for the test", True)
-    monkeypatch.setattr(train_module, "choose_precision", lambda *a, **k: forced)
+    monkeypatch.setattr(train_module, "choose_precision", forced_precision("fp16"))
     args = ["--train.max_steps=30", "--train.eval_every=30", "--train.log_every=10", "--train.lr=0.02"]
     trainer = _trainer(demo_corpus, tmp_path / "fp16", *args)
     assert trainer.scaler.is_enabled() and trainer.model.rnn.weight_hh_l0.dtype == torch.float16
@@ -175,13 +172,11 @@ def test_fp16_path_scales_the_loss_and_updates_fp32_masters(demo_corpus, tmp_pat
     assert rows[-1]["val_loss"] == pytest.approx(ref["val_loss"], abs=0.05)  # fp16 training tracks fp32
 
 
-def test_resume_from_a_state_without_fp32_rnn_weights_keeps_the_trained_weights(demo_corpus, tmp_path):
+def test_resume_from_a_state_without_fp32_rnn_weights_keeps_the_trained_weights(demo_corpus, tmp_path, force_bf16):
     """States written before rnn_fp32.safetensors existed: the masters come from the saved model, never from a
     fresh initialisation that the first step would then write over the trained weights."""
     from lyricdist.state import FULL_PRECISION_FILE as RNN_FP32_FILE
 
-    if not choose_precision("bf16", CPU).low_precision:
-        pytest.skip("no fused bf16 RNN on this CPU stack")
     args = ["--train.mixed_precision=bf16", "--train.save_every=4", "--train.eval_every=4"]
     train(tiny_config(demo_corpus, tmp_path / "run", *QUIET, *args, "--train.max_steps=4"))
     (tmp_path / "run" / "state" / RNN_FP32_FILE).unlink()
@@ -203,7 +198,8 @@ def test_sampling_follows_the_training_precision_rule(demo_corpus, tmp_path, req
     train(tiny_config(demo_corpus, tmp_path / "run", *QUIET, "--train.max_steps=2", "--train.eval_every=2"))
     model, _, _ = load_checkpoint(tmp_path / "run")
     precision = use_for_inference(model, "cpu", request_)
-    assert model.rnn.weight_hh_l0.dtype == precision.rnn_dtype == choose_precision(request_, CPU).rnn_dtype
+    expected = choose_precision(request_, CPU, RNNShape.of(model.rnn, 8)).rnn_dtype
+    assert model.rnn.weight_hh_l0.dtype == precision.rnn_dtype == expected
     with OpCounter() as c:
         out = generate(model, [1, 2, 3], 5, [1.0], generator=torch.Generator().manual_seed(0))
     assert len(out[0]) == 5 and any("rnn" in k for k in c.rnn_kernels()), c.rnn_kernels()

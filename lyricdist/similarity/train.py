@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from ..checkpoint import BestAndLast
 from ..errors import LyricdistError
 from ..fileio import atomic_write_json
-from ..precision import (Precision, choose_precision, full_precision_state, masters_for, optimizer_step,
+from ..precision import (Precision, RNNShape, choose_precision, full_precision_state, masters_for, optimizer_step,
                          trained_params)
 from ..run import StopOnSignal, ThroughputWindow, make_accelerator, open_run_dir
 from ..sources import Song
@@ -143,14 +143,14 @@ class MaLSTMArm:
             model.set_pretrained(weight, m.freeze_embeddings)
             acc.print(f"word vectors: {found} of {len(self.vocab) - 2} words found in {m.vectors}")
         # The same rule as the generator: a 16-bit encoder computes on its own weights, fp32 masters take the updates.
-        self.precision = choose_precision(t.mixed_precision, acc.device, "lstm")
-        acc.print(self.precision.describe())
         model.to(acc.device)
-        self.masters = masters_for(model.encoder, self.precision)
+        per_process = max(1, t.batch_size // acc.num_processes)
+        self.precision = choose_precision(t.mixed_precision, acc.device, RNNShape.of(model.encoder, 2 * per_process))
+        acc.print(self.precision.describe())
+        self.masters = masters_for(model, model.encoder, self.precision)
         self.trained = trained_params([p for p in model.parameters() if p.requires_grad], self.masters)
         optimizer = torch.optim.Adam(self.trained, lr=t.lr, **({"fused": True} if acc.device.type == "cuda" else {}))
         self.scaler = torch.amp.GradScaler(acc.device.type, enabled=self.precision.loss_scaling)
-        per_process = max(1, t.batch_size // acc.num_processes)
         # Loaders draw nothing from the global random state (their own generators): what a resumed run replays
         # does not depend on how many iterators were opened or batches prefetched.
         self.sampler = EpochPermutation(len(pairs.train), t.seed)
@@ -162,8 +162,13 @@ class MaLSTMArm:
             return DataLoader(PairDataset(encoded, which, m.max_len), batch_size=4 * per_process, collate_fn=collate,
                               generator=torch.Generator().manual_seed(t.seed))
 
-        self.model, self.optimizer, self.train_loader, self.test_loader = acc.prepare(
-            model, optimizer, train_loader, held_out(pairs.test))
+        # DDP refuses a module with nothing to reduce: frozen word vectors and a 16-bit encoder (whose fp32 gradients
+        # MasterWeights all-reduces itself) leave it nothing.
+        ddp_has_work = any(p.requires_grad and (self.masters is None or self.masters.master_of(p) is p)
+                           for p in model.parameters())
+        self.model = acc.prepare_model(model, evaluation_mode=not ddp_has_work)
+        self.optimizer, self.train_loader, self.test_loader = acc.prepare(
+            optimizer, train_loader, held_out(pairs.test))
         self.val_loader = acc.prepare(held_out(pairs.val)) if pairs.val else None
 
     def batches(self, epoch: int, skip: int):
