@@ -2,8 +2,9 @@
 #   docker build -t lyricdist .
 #   docker run --rm --gpus all --ipc=host -v lyricdist-data:/data lyricdist demo
 # Everything a run writes (corpora, runs/, HF/wandb caches) goes under /data, a volume.
-# The base image's torch must satisfy pyproject.toml's torch floor (tests/test_launch.py checks the tag).
-FROM pytorch/pytorch:2.9.1-cuda12.8-cudnn9-runtime
+# The base image's torch must satisfy pyproject.toml's torch floor and run cuDNN RNNs in bf16 (torch >= 2.10 built for
+# CUDA 13: cuDNN >= 9.13; tests/test_launch.py checks the tag). CUDA 13 needs an NVIDIA driver >= 580.
+FROM pytorch/pytorch:2.13.0-cuda13.0-cudnn9-runtime
 
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \

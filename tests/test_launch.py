@@ -175,6 +175,23 @@ def test_dockerfile_base_torch_satisfies_the_dependency_floors():
     assert "accelerate" in checked
 
 
+def test_dockerfile_base_runs_bf16_rnns_in_cudnn():
+    """The image advertises bf16 (launch/accelerate/one-node-8gpu-bf16.yaml), so its torch must run a cuDNN RNN in
+    bf16: a release with pytorch/pytorch#164411 (lyricdist.precision.CUDNN_BF16_RNN_TORCH), built for CUDA 13,
+    whose wheels bring cuDNN >= 9.13 (torch 2.13's cu130 wheel pins nvidia-cudnn-cu13 9.20). On an older base the
+    start-up probe would silently settle on fp16 under the bf16 launch config."""
+    from packaging.version import Version
+
+    from lyricdist.precision import CUDNN_BF16_RNN_TORCH
+
+    base = next(args for instr, args in dockerfile_instructions() if instr == "FROM").split()[0]
+    tag = base.split(":", 1)[1]
+    torch_version = dockerfile_base_torch()
+    cuda = Version(tag.split("-cuda", 1)[1].split("-", 1)[0])
+    assert torch_version.release[:2] >= CUDNN_BF16_RNN_TORCH, f"{base}: torch {torch_version} has no bf16 cuDNN RNN"
+    assert cuda.major >= 13, f"{base}: CUDA {cuda} wheels bring a cuDNN older than 9.13 (no bf16 RNN)"
+
+
 def test_dockerfile_installs_dependencies_in_a_layer_before_the_source():
     """Dependencies from pyproject.toml only, keeping the base image's torch, in a layer a code edit does not
     invalidate; then the package itself without dependencies."""

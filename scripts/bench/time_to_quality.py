@@ -9,9 +9,12 @@ torch thread count, on the same device, from the same initial weights (same seed
              train.mixed_precision.
   plain      scripts/bench/plain_loop.py: random windows, zero state every batch, the same batch, seq_len, Adam,
              learning-rate schedule and clipping; fp32 on a CPU, `--plain-variant` (default tf32) on a GPU.
-Both are scored by lyricdist's own `Trainer.evaluate()` (the plain model's weights are copied into an evaluator
-Trainer, so both are scored in the config's precision): nats per character over every real target of the
-validation split, state carried through it. The clock stops while evaluating.
+Both arms are scored alike, in fp32 (lyricdist's fp32 masters, the plain loop's fp32 weights, copied into one fp32
+evaluator model), under both protocols, so neither arm is scored the way only the other trained:
+  carried  every real target of the validation split, streams with the state carried through (lyricdist's
+           `Trainer.evaluate`, its training protocol);
+  windows  the validation text cut into seq_len windows, each from a zero state (the plain loop's protocol).
+The verdict is given under each. The clock stops while evaluating.
 """
 
 from __future__ import annotations
@@ -60,22 +63,79 @@ def _emit(**event) -> None:
     print(PROTOCOL + json.dumps(event), flush=True)
 
 
+class FP32Scorer:
+    """Validation loss of a CharRNN-shaped state dict, in fp32, under both protocols (see the module docstring)."""
+
+    def __init__(self, trainer):
+        import torch
+
+        from lyricdist.model import CharRNN
+
+        cfg, self.trainer = trainer.cfg, trainer
+        self.device = trainer.acc.device
+        self.model = CharRNN(cfg.model, len(trainer.vocab)).to(self.device).eval()
+        self.seq_len = cfg.train.seq_len
+        tokens = torch.from_numpy(__import__("numpy").asarray(trainer.corpus.tokens("val")).astype("int64"))
+        n = (len(tokens) - 1) // self.seq_len * self.seq_len
+        self.windows = tokens[: n + 1].to(self.device)  # window k: inputs [kT, kT+T), targets [kT+1, kT+T]
+
+    def score(self, state: dict) -> dict:
+        import math
+
+        import torch
+
+        self.model.load_state_dict({k: v.float() for k, v in state.items()})
+        carried = self._carried()
+        total, count, T = 0.0, 0, self.seq_len
+        with torch.no_grad():
+            starts = torch.arange(0, len(self.windows) - 1, T, device=self.device)
+            for lo in range(0, len(starts), 256):
+                idx = starts[lo:lo + 256, None] + torch.arange(T + 1, device=self.device)
+                w = self.windows[idx]
+                logits, _ = self.model(w[:, :-1])
+                total += float(torch.nn.functional.cross_entropy(logits.flatten(0, 1), w[:, 1:].flatten(),
+                                                                 reduction="sum"))
+                count += w[:, 1:].numel()
+        windows = total / max(count, 1)
+        return {"val_loss": carried, "val_bpc": carried / math.log(2), "val_loss_windows": windows}
+
+    def _carried(self) -> float:
+        """Trainer.evaluate's protocol on the fp32 evaluator model."""
+        import torch
+
+        from lyricdist.train import token_nll
+
+        val, total, state = self.trainer.val, 0.0, None
+        with torch.no_grad():
+            for c in range(len(val)):
+                b = val.batch(c)
+                logits, state = self.model(b.x, state, b.reset, b.artist)
+                total += float(token_nll(logits.float(), b.y))
+        return total / max(val.n_targets, 1)
+
+
 def worker(args) -> None:
     import torch
 
+    from lyricdist.precision import full_precision_state
     from lyricdist.train import Trainer, lr_factor
 
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as out:
         cfg = _load_config(args, out)
         t = cfg.train
-        trainer = Trainer(cfg)  # the lyricdist arm, or the plain arm's evaluator (built first: it sets TF32 flags)
+        trainer = Trainer(cfg)  # the lyricdist arm, or the plain arm's data (built first: it sets TF32 flags)
         device = trainer.acc.device
+        scorer = FP32Scorer(trainer)
         if args.arm == "lyricdist":
             def step() -> int:
                 return trainer.train_step()[1]  # real targets: song-alignment padding is not counted
 
-            evaluate = trainer.evaluate
+            model = trainer.acc.unwrap_model(trainer.model)
+
+            def evaluate() -> dict:
+                return scorer.score(full_precision_state(model, trainer.masters))
+
             about = trainer.precision.describe()
         else:
             plain = PlainLoop(trainer.corpus.tokens("train"), len(trainer.vocab), cfg.model.hidden_size,
@@ -84,7 +144,6 @@ def worker(args) -> None:
                               embedding_dim=cfg.model.embedding_dim, seed=t.seed)
             cpe = trainer.batches.chunks_per_epoch
             schedule = torch.optim.lr_scheduler.LambdaLR(plain.opt, lambda s: lr_factor(s, t, cpe))
-            scored = trainer.acc.unwrap_model(trainer.model)
 
             def step() -> int:
                 plain.step()
@@ -92,10 +151,9 @@ def worker(args) -> None:
                 return plain.chars_per_step
 
             def evaluate() -> dict:
-                scored.load_state_dict(plain.model.state_dict())
-                return trainer.evaluate()
+                return scorer.score(plain.model.state_dict())
 
-            about = f"plain loop, {args.plain_variant} (random windows, zero state per batch); scored by lyricdist"
+            about = f"plain loop, {args.plain_variant} (random windows, zero state per batch)"
         _emit(event="info", about=about)
         sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
         _train_for(step, evaluate, sync, args.budget_s, args.eval_every_s)
@@ -195,18 +253,22 @@ def summarize(arm: str, points: list[dict], target: float | None) -> dict:
     reached = next((p["train_s"] for p in points if target is not None and p["val_loss"] <= target), None)
     return {"arm": arm, "steps": last["steps"], "train_s": last["train_s"],
             "chars_per_s": last["chars"] / last["train_s"], "final_val_loss": last["val_loss"],
-            "best_val_loss": min(p["val_loss"] for p in points), "reached_target_s": reached}
+            "best_val_loss": min(p["val_loss"] for p in points), "reached_target_s": reached,
+            "final_val_loss_windows": last["val_loss_windows"]}
 
 
 def report(results: dict, target: float | None, args) -> list[dict]:
     """The comparison table, a warning for an arm that did not have its cores, and the verdict line."""
     rows = [summarize(arm, r["points"], target) for arm, r in results.items()]
-    print(f"\n{'arm':9} | {'steps':>6} | {'chars/s':>9} | {'final val loss':>14} | {'best val loss':>13}"
-          + (f" | {'reached ' + format(target, 'g') + ' at':>15}" if target is not None else ""))
+    print(f"\n{'arm':9} | {'steps':>6} | {'chars/s':>9} | {'final val loss':>14} | {'best val loss':>13} | "
+          f"{'final, windows':>14}" + (f" | {'reached ' + format(target, 'g') + ' at':>15}" if target is not None else ""))
     for r in rows:
         reached = "-" if r["reached_target_s"] is None else f"{r['reached_target_s']:.1f} s"
         print(f"{r['arm']:9} | {r['steps']:6d} | {r['chars_per_s']:9,.0f} | {r['final_val_loss']:14.4f} | "
-              f"{r['best_val_loss']:13.4f}" + (f" | {reached:>15}" if target is not None else ""))
+              f"{r['best_val_loss']:13.4f} | {r['final_val_loss_windows']:14.4f}"
+              + (f" | {reached:>15}" if target is not None else ""))
+    print("val loss: nats/char in fp32, state carried through the validation split (lyricdist's protocol); windows: "
+          "seq_len windows from a zero state (the plain loop's protocol)")
     if args.device == "cpu":
         for arm, r in results.items():
             last = r["points"][-1]
@@ -216,13 +278,14 @@ def report(results: dict, target: float | None, args) -> list[dict]:
                       f"competing for them, so its chars/s and curve are understated; rerun on an idle machine")
     ld, pl = rows
     speed = ld["chars_per_s"] / pl["chars_per_s"]
-    gap = pl["final_val_loss"] - ld["final_val_loss"]
-    if gap == 0:
-        print(f"verdict: tie at {ld['final_val_loss']:.4f} nats; lyricdist at {speed:.2f}x the plain loop's chars/s")
-    else:
-        win, lose = (ld, pl) if gap > 0 else (pl, ld)
-        print(f"verdict: {win['arm']} ends lower by {abs(gap):.4f} nats/char ({win['final_val_loss']:.4f} vs "
-              f"{lose['final_val_loss']:.4f}); lyricdist at {speed:.2f}x the plain loop's chars/s")
+    for key, protocol in (("final_val_loss", "state carried"), ("final_val_loss_windows", "zero-state windows")):
+        gap = pl[key] - ld[key]
+        if gap == 0:
+            print(f"verdict ({protocol}): tie at {ld[key]:.4f} nats; lyricdist at {speed:.2f}x the plain loop's chars/s")
+        else:
+            win, lose = (ld, pl) if gap > 0 else (pl, ld)
+            print(f"verdict ({protocol}): {win['arm']} ends lower by {abs(gap):.4f} nats/char ({win[key]:.4f} vs "
+                  f"{lose[key]:.4f}); lyricdist at {speed:.2f}x the plain loop's chars/s")
     return rows
 
 

@@ -14,10 +14,12 @@ peak memory is its own):
   plain:tf32 / plain:fp16   the plain loop with TF32, and with fp16 autocast + GradScaler         [GPU only]
 
 Corpus: a synthetic one of --corpus-chars characters (default 50 M, written memory-mapped to a temp dir, songs of
-800-3,200 characters) or a prepared corpus given with --corpus. lyricdist's chars/s counts the characters it
-scores (song padding excluded); the plain loop's counts B x T.
+800-3,200 characters) or a prepared corpus given with --corpus. Both arms count the same thing: the B x T positions
+a step runs through the model. `scored` is the share of them that are real targets: 1 for the plain loop's random
+windows, below 1 for lyricdist by its song-alignment padding (so chars/s x scored = real characters learned/s).
 
-Columns: chars/s (median of --repeats runs, arms interleaved); ratio = this arm / the best plain arm of the
+Columns: chars/s (median of --repeats runs, arms interleaved; >= 200 timed steps after 20 of warm-up by default,
+so that a run lasts seconds even for small batches on a GPU); ratio = this arm / the best plain arm of the
 regime; same = this arm / the plain arm of the same width (16 or 32 bit); peak memory (CUDA: max allocated; CPU:
 max RSS of the whole process); host syncs per step (Python-level reads of tensor values, and on CUDA also
 torch.cuda's sync debug mode); the RNN kernel the profiler saw in one step; FLOP share = chars/s x FLOP per
@@ -173,8 +175,9 @@ def build_lyricdist(config: Path, corpus: str, device: str, precision: str, batc
     m = cfg.model
     info = {"precision": trainer.precision.name, "dtype": trainer.precision.name if trainer.precision.low_precision
             else ("tf32" if trainer.acc.device.type == "cuda" else "fp32"),
-            "shape": (len(trainer.vocab), m.hidden_size, m.num_layers, m.embedding_dim)}
-    return step, (lambda: sum(real) / max(len(real), 1)), trainer.acc.device, info
+            "shape": (len(trainer.vocab), m.hidden_size, m.num_layers, m.embedding_dim),
+            "scored": lambda: sum(real) / max(len(real), 1) / (batch * seq_len)}
+    return step, (lambda: batch * seq_len), trainer.acc.device, info
 
 
 def build_plain(config: Path, corpus: str, device: str, variant: str, batch: int, seq_len: int, out: str):
@@ -192,7 +195,7 @@ def build_plain(config: Path, corpus: str, device: str, variant: str, batch: int
                      seq_len, dev, variant=variant, lr=cfg.train.lr, grad_clip=cfg.train.grad_clip,
                      dropout=m.dropout, embedding_dim=m.embedding_dim)
     info = {"precision": variant, "dtype": variant, "shape": (len(prepared.vocab), m.hidden_size, m.num_layers,
-                                                               m.embedding_dim)}
+                                                               m.embedding_dim), "scored": lambda: 1.0}
     return loop.step, (lambda: loop.chars_per_step), dev, info
 
 
@@ -223,7 +226,8 @@ def worker(args) -> None:
     share = chars * flops_per_char(*info["shape"]) / ceiling
     print("RESULT " + json.dumps({"chars_per_s": chars, "peak_mb": peak, "syncs_per_step": syncs, "kernel": kernel,
                                   "flop_share": share, "ceiling_tflops": ceiling / 1e12,
-                                  "precision": info["precision"]}))
+                                  "precision": info["precision"], "scored": info["scored"](),
+                                  "steps": args.steps}))
 
 
 def measure(arm: str, config: Path, corpus: str, device: str, batch: int, seq_len: int, steps: int, warmup: int,
@@ -291,8 +295,8 @@ def main() -> None:
     p.add_argument("--regimes", nargs="+", default=None,
                    help=f"'own' (the presets' own batches), 'all', or names from {list(REGIMES)}; "
                         f"default: own on a CPU, all on a GPU")
-    p.add_argument("--steps", type=int, default=30)
-    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--steps", type=int, default=200, help="timed steps per arm (at least 200 for a real figure)")
+    p.add_argument("--warmup", type=int, default=20)
     p.add_argument("--repeats", type=int, default=3,
                    help="measure each arm this many times, arms interleaved, and report the median chars/s")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
@@ -333,8 +337,8 @@ def main() -> None:
     print(f"corpus {args.corpus} ({meta['splits']['train']['chars']:,} train chars, vocab {meta['vocab_size']}); "
           f"device {where}; torch {torch.__version__}; {args.steps} timed steps after {args.warmup} warm-up, "
           f"median of {args.repeats} interleaved runs")
-    header = (f"{'regime':15} {'arm':15} {'rnn':4} | {'chars/s':>12} {'ratio':>6} {'same':>6} | {'peak MB':>8} | "
-              f"{'syncs/step':>10} | {'FLOP share':>10} | RNN kernel")
+    header = (f"{'regime':15} {'arm':15} {'rnn':4} | {'chars/s':>12} {'ratio':>6} {'same':>6} {'scored':>6} | "
+              f"{'peak MB':>8} | {'syncs/step':>10} | {'FLOP share':>10} | RNN kernel")
     print(header + "\n" + "-" * len(header), flush=True)
     rows = []
     for name in regimes:
@@ -349,11 +353,15 @@ def main() -> None:
                      ratio_same=r["chars_per_s"] / max(same) if same else float("nan"))
             rows.append(r)
             print(f"{name:15} {arm:15} {r['precision']:4} | {r['chars_per_s']:12,.0f} {r['ratio']:5.2f}x "
-                  f"{r['ratio_same']:5.2f}x | "
+                  f"{r['ratio_same']:5.2f}x {r['scored']:6.1%} | "
                   f"{r['peak_mb']:8,.0f} | {r['syncs_per_step']:10.1f} | {r['flop_share']:9.1%} | {r['kernel']}",
                   flush=True)
-    print("ratio: chars/s over the best plain arm of the regime (>1: faster); same: over the plain arm of the same "
-          "width (16 or 32 bit). FLOP share: against a matmul ceiling measured here in the arm's dtype.")
+    print("chars/s: B x T positions per second for every arm; ratio: over the best plain arm of the regime (>1: "
+          "faster); same: over the plain arm of the same width (16 or 32 bit); scored: the share of positions that "
+          "are real targets (lyricdist pads songs to whole chunks). FLOP share: against a matmul ceiling measured "
+          "here in the arm's dtype.")
+    if args.steps < 200:
+        print(f"note: {args.steps} timed steps (< 200): a smoke run, not a figure to quote")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
     if tmp:
