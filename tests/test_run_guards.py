@@ -379,16 +379,32 @@ def _worker(launcher: subprocess.Popen, rank: int, timeout: float = 60):
     raise AssertionError(f"no rank {rank} worker under torchrun")
 
 
+@pytest.fixture
+def ddp_jobs():
+    """Starts 2-process torchrun trainings; whatever is still running at the end is killed (its whole session)."""
+    jobs: list[subprocess.Popen] = []
+
+    def start(corpus: Path, out: Path, *extra: str) -> subprocess.Popen:
+        jobs.append(_ddp_train(corpus, out, *extra))
+        return jobs[-1]
+
+    yield start
+    for job in jobs:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+            job.wait()
+
+
 @pytest.mark.slow
-def test_a_killed_ddp_worker_resumes_bitwise(demo_corpus, tmp_path):
+def test_a_killed_ddp_worker_resumes_bitwise(demo_corpus, tmp_path, ddp_jobs):
     """SIGKILL one of two torchrun workers after the first state save; torchrun ends the job; `--resume` with two
     processes ends with bitwise the weights (and losses) of an uninterrupted 2-process run."""
     reference = tmp_path / "reference"
-    ref = _ddp_train(demo_corpus, reference)
+    ref = ddp_jobs(demo_corpus, reference)
     assert ref.wait(timeout=600) == 0, ref.stderr.read()[-3000:]
 
     out = tmp_path / "killed"
-    job = _ddp_train(demo_corpus, out)
+    job = ddp_jobs(demo_corpus, out)
     worker = _worker(job, rank=1)
     deadline = time.time() + 240
     while _state_step(out) < 20 and job.poll() is None and time.time() < deadline:
@@ -398,7 +414,7 @@ def test_a_killed_ddp_worker_resumes_bitwise(demo_corpus, tmp_path):
     killed_at = _state_step(out)
     assert 20 <= killed_at < 300
 
-    resumed = _ddp_train(demo_corpus, out, "--resume")
+    resumed = ddp_jobs(demo_corpus, out, "--resume")
     assert resumed.wait(timeout=600) == 0, resumed.stderr.read()[-3000:]
     assert json.loads((out / "state" / "trainer_state.json").read_text())["num_processes"] == 2
     a = load_file(str(reference / "checkpoints" / "last" / "model.safetensors"))
