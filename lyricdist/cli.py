@@ -179,6 +179,15 @@ def _command(cmd: str):
     return parser, run
 
 
+def _disk_full(error: Exception) -> bool:
+    """A write failed because the disk (or the user's quota) is full; safetensors reports it in its message."""
+    import errno
+
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return "No space left on device" in str(error) or "Disk quota exceeded" in str(error)
+
+
 def _one_line(text: str) -> str:
     return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
 
@@ -249,13 +258,18 @@ def main(argv: list[str] | None = None) -> int:
         return int(run(args) or 0)
     except LyricdistError as e:
         print(f"lyricdist {cmd}: error: {_one_line(e)}", file=sys.stderr)
-        return 1
+        return e.exit_code  # 1 bad input; 3 training diverged; 4 run directory held by another writer
     except KeyboardInterrupt:
         print(f"lyricdist {cmd}: interrupted", file=sys.stderr)
         return 130
     except Exception as e:  # keep tracebacks for bugs, but only when asked for
         if os.environ.get("LYRICDIST_DEBUG"):
             raise
+        if _disk_full(e):
+            print(f"lyricdist {cmd}: error: no space left on device ({_one_line(e)}); what was saved before is "
+                  f"intact (saves are atomic): free some space, then run the command again (train: with --resume)",
+                  file=sys.stderr)
+            return 1
         print(
             f"lyricdist {cmd}: error: {type(e).__name__}: {_one_line(e)} (set LYRICDIST_DEBUG=1 for a traceback)",
             file=sys.stderr,

@@ -43,14 +43,20 @@ def save_state(acc, state_dir: Path, info: dict, mine: dict[str, torch.Tensor],
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     acc.wait_for_everyone()
-    acc.save_state(str(tmp), safe_serialization=True)
-    save_file({k: v.detach().cpu().contiguous() for k, v in mine.items()},
-              str(tmp / f"hidden_{acc.process_index}.safetensors"))
-    acc.wait_for_everyone()
-    if acc.is_main_process:
-        save_file({k: v.detach().cpu().contiguous() for k, v in full_precision.items()}, str(tmp / FULL_PRECISION_FILE))
-        atomic_write_json(tmp / STATE_INFO, {**info, "num_processes": acc.num_processes})
-        replace_dir(tmp, state_dir)
+    try:
+        acc.save_state(str(tmp), safe_serialization=True)
+        save_file({k: v.detach().cpu().contiguous() for k, v in mine.items()},
+                  str(tmp / f"hidden_{acc.process_index}.safetensors"))
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            save_file({k: v.detach().cpu().contiguous() for k, v in full_precision.items()},
+                      str(tmp / FULL_PRECISION_FILE))
+            atomic_write_json(tmp / STATE_INFO, {**info, "num_processes": acc.num_processes})
+            replace_dir(tmp, state_dir)
+    except BaseException:  # e.g. the disk filled up: the previous state stays, the partial one goes
+        if acc.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
     acc.wait_for_everyone()
 
 

@@ -23,11 +23,13 @@ import torch.nn.functional as F
 from .checkpoint import BestAndLast, save_checkpoint
 from .config import RunConfig, TrainConfig
 from .data import IGNORE_INDEX, Corpus, EvalStreams, StreamBatches
+from .divergence import DivergenceGuard, fix_hint
 from .errors import LyricdistError
 from .model import CharRNN, detach_state
 from .precision import (RNNShape, cast_rnn, check_one_buffer, choose_precision, full_precision_state, masters_for,
                         optimizer_step, trained_params)
-from .run import StopOnSignal, ThroughputWindow, TrainingStopped, make_accelerator, open_run_dir
+from .run import (StopOnSignal, ThroughputWindow, TrainingStopped, close_run_dir, lock_run_dir, make_accelerator,
+                  open_run_dir, use_config_hyperparameters)
 from .sample import prime_ids, progress_samples
 from .state import EXACTNESS, load_state, resplit, restore_full_precision, save_state
 from .tracking import Tracker
@@ -82,6 +84,7 @@ class Trainer:
         self.out = Path(t.out_dir)
         # The scheduler is stepped once per global step: batch_size is global.
         self.acc = acc = make_accelerator(cfg, step_scheduler_with_optimizer=False)
+        lock_run_dir(acc, self.out, create=False)  # another run writing OUT_DIR: fail now, not after set-up
         from accelerate.utils import set_seed
 
         self.corpus = corpus = Corpus(cfg.data.corpus)
@@ -124,6 +127,7 @@ class Trainer:
         self.model, self.optimizer, self.scheduler = acc.prepare(model, optimizer, scheduler)
         check_one_buffer(acc.unwrap_model(self.model).rnn, "start-up")
         self.scaler = torch.amp.GradScaler(acc.device.type, enabled=self.precision.loss_scaling)
+        self.guard = self._divergence_guard()
         set_seed(t.seed, device_specific=True)  # distinct dropout streams per process
         self.primetexts = self._primetexts()
 
@@ -136,6 +140,10 @@ class Trainer:
             run_id = self.load_state(state_dir)
         self.tracker = Tracker(acc, cfg, self.out, run_id=run_id, resume_step=self.step)
         self._guard_first_step()
+
+    def _divergence_guard(self) -> DivergenceGuard:
+        t = self.cfg.train
+        return DivergenceGuard(self.acc, self.out, self.optim_params, fix_hint(t.lr, t.grad_clip), self.scaler)
 
     def _tf32_if_fp32(self) -> None:
         if self.acc.device.type == "cuda" and not self.precision.low_precision:  # fp32 weights, TF32 tensor cores
@@ -164,6 +172,7 @@ class Trainer:
                 cast_rnn(rnn, self.precision.rnn_dtype)
                 self.masters.after_step()  # the masters, rounded to the new dtype, back into the weights
                 self.scaler = torch.amp.GradScaler(self.acc.device.type, enabled=self.precision.loss_scaling)
+                self.guard = self._divergence_guard()  # fp16 now: its overflows are the scaler's to skip
                 if self.state is not None:
                     self.state = tuple(s.to(self.precision.rnn_dtype) for s in self.state)
                 self._tf32_if_fp32()
@@ -200,6 +209,7 @@ class Trainer:
 
     # ---- resumable state (lyricdist.state) ---------------------------------------------------------------
     def save_state(self) -> None:
+        self.guard.check(self.step)  # never a state with non-finite weights, even between log steps
         hidden = {} if self.state is None else {f"h{i}": s for i, s in enumerate(self.state)}
         model = self.acc.unwrap_model(self.model)
         rnn = {k: v for k, v in full_precision_state(model, self.masters).items() if k.startswith("rnn.")}
@@ -228,6 +238,9 @@ class Trainer:
         restore_full_precision(acc.unwrap_model(self.model).rnn, "rnn.", saved.full_precision, self.masters)
         if saved.info.get("grad_scaler") and self.scaler.is_enabled():
             self.scaler.load_state_dict(saved.info["grad_scaler"])
+        t = self.cfg.train  # a resume after a divergence changes train.lr: the config's, not the saved optimizer's
+        use_config_hyperparameters(acc, self.optimizer, t.lr, t.weight_decay, self.scheduler,
+                                   t.lr * lr_factor(self.step, t, self.batches.chunks_per_epoch))
         hidden = resplit(saved.per_process, self.batches.streams[0], self.batches.streams[-1] + 1)
         if hidden is not None:
             self.state = tuple(h.to(acc.device, self.precision.rnn_dtype) for h in hidden)
@@ -308,7 +321,9 @@ class Trainer:
         with StopOnSignal(acc, t.log_every, t.stop_check_seconds) as stop:
             try:
                 while self.step < t.max_steps:
-                    nll, n_targets, grad_norm = self.train_step()
+                    with self.guard.stepping(self.step + 1):
+                        nll, n_targets, grad_norm = self.train_step()
+                    self.guard.observe(self.step, nll, grad_norm)
                     window_nll += nll
                     window.add(n_targets)
                     bar.update(1)
@@ -316,6 +331,8 @@ class Trainer:
                     is_log = self.step % t.log_every == 0 or is_last
                     is_eval = self.step % t.eval_every == 0 or is_last
                     is_save = self.step % save_every == 0 or is_last
+                    if is_log or is_eval or is_save:
+                        self.guard.check(self.step, weights=is_eval or is_save)  # before a log row or a save
                     if self.step == first_step + STOP_CALIBRATION_STEPS:
                         stop.calibrate((time.perf_counter() - started) / STOP_CALIBRATION_STEPS)
                     if is_eval and not is_last and stop.requested(self.step, now=True):
@@ -386,9 +403,11 @@ class Trainer:
 
 
 def train(cfg: RunConfig, resume: bool = False) -> dict:
-    """Train per `cfg`; returns the last logged metrics."""
-    trainer = Trainer(cfg, resume=resume)
-    return trainer.fit()
+    """Train per `cfg`; returns the last logged metrics. The run directory is locked for the run's life."""
+    try:
+        return Trainer(cfg, resume=resume).fit()
+    finally:
+        close_run_dir(Path(cfg.train.out_dir))
 
 
 def cli_parser():

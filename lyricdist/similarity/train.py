@@ -21,11 +21,13 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
 from ..checkpoint import BestAndLast
+from ..divergence import DivergenceGuard, fix_hint
 from ..errors import LyricdistError
 from ..fileio import atomic_write_json
 from ..precision import (Precision, RNNShape, choose_precision, full_precision_state, masters_for, optimizer_step,
                          trained_params)
-from ..run import StopOnSignal, ThroughputWindow, make_accelerator, open_run_dir
+from ..run import (StopOnSignal, ThroughputWindow, close_run_dir, lock_run_dir, make_accelerator, open_run_dir,
+                   use_config_hyperparameters)
 from ..sources import Song
 from ..state import EXACTNESS, load_state, restore_full_precision, save_state
 from ..tracking import Tracker
@@ -221,18 +223,30 @@ class MaLSTMArm:
 def pair_loss(pred: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
     if kind == "mse":
         return F.mse_loss(pred, target)
-    # -log s for similar pairs is the L1 distance itself; -log(1 - s) pushes dissimilar pairs apart.
-    return F.binary_cross_entropy(pred.clamp(1e-6, 1 - 1e-6), target)
+    # -log s for similar pairs is the L1 distance itself; -log(1 - s) pushes dissimilar pairs apart. A NaN
+    # prediction (a diverged model) makes the loss NaN, as it does under mse, for the divergence check to see:
+    # binary_cross_entropy itself rejects NaN inputs (on a GPU with a device-side assert).
+    loss = F.binary_cross_entropy(pred.nan_to_num(0.5).clamp(1e-6, 1 - 1e-6), target)
+    return torch.where(pred.isnan().any(), torch.nan, loss)
 
 
 def train(cfg: SimilarityConfig, pairs: PairSet | None = None, resume: bool = False) -> dict:
     """Train per `cfg` (on `pairs`, default: drawn from cfg.data); returns the held-out metrics (prefixed test_) of
-    the checkpoint kept: the best by validation accuracy when the data has a validation side, else the last."""
+    the checkpoint kept: the best by validation accuracy when the data has a validation side, else the last.
+    The run directory is locked for the run's life."""
+    try:
+        return _train(cfg, pairs, resume)
+    finally:
+        close_run_dir(Path(cfg.train.out_dir))
+
+
+def _train(cfg: SimilarityConfig, pairs: PairSet | None, resume: bool) -> dict:
     from accelerate.utils import set_seed
 
     cfg.validate()
     t, out = cfg.train, Path(cfg.train.out_dir)
     acc = make_accelerator(cfg)
+    lock_run_dir(acc, out, create=False)  # another run writing OUT_DIR: fail now, not after drawing pairs
     set_seed(t.seed)
     pairs = build_pairs(cfg.data) if pairs is None else pairs
     if "join_rate" in pairs.info:
@@ -260,13 +274,18 @@ def train(cfg: SimilarityConfig, pairs: PairSet | None = None, resume: bool = Fa
         checkpoints.best = saved.info["best_error"] if saved.info.get("best_error") is not None else checkpoints.best
         best_metrics, run_id = saved.info.get("best_metrics") or {}, saved.info.get("wandb_run_id")
         arm.restore(saved.full_precision)
+        use_config_hyperparameters(acc, arm.optimizer, t.lr, 0.0)  # the config's rate, not the saved optimizer's
         acc.print(f"resumed from {state_dir} at epoch {epoch}, step {step}: {EXACTNESS[acc.device.type == 'cuda']}")
     if acc.is_main_process:
         atomic_write_json(out / TEST_SET, _test_set(pairs.songs, pairs.test))
         atomic_write_json(out / "pairs_info.json", pairs.info)
     tracker = Tracker(acc, cfg, out, run_id=run_id, resume_step=step)
+    weights = [*acc.unwrap_model(arm.model).parameters(), *arm.full_precision().values()]  # what a save writes
+    guard = DivergenceGuard(acc, out, weights,
+                            fix_hint(t.lr, t.grad_clip), getattr(arm, "scaler", None), grad_norm=False)
 
     def save(next_epoch: int, next_batch: int) -> None:
+        guard.check(step)  # never a state with non-finite weights
         info = {"step": step, "epoch": next_epoch, "batch": next_batch, "best_error": checkpoints.best_or_none,
                 "best_metrics": best_metrics, "wandb_run_id": tracker.run_id}
         save_state(acc, out / "state", info, {}, arm.full_precision())
@@ -280,12 +299,15 @@ def train(cfg: SimilarityConfig, pairs: PairSet | None = None, resume: bool = Fa
                        initial=skip, total=arm.steps_per_epoch(), mininterval=2, disable=not acc.is_main_process)
             window_loss, window_steps = torch.zeros((), device=acc.device), 0
             for k, batch in enumerate(bar, start=skip):
-                loss, n_pairs = arm.train_step(batch)
+                with guard.stepping(step + 1):
+                    loss, n_pairs = arm.train_step(batch)
                 step += 1
+                guard.observe(step, loss)
                 window_loss += loss
                 window_steps += 1
                 window.add(n_pairs)
                 if step % t.log_every == 0:
+                    guard.check(step, weights=False)
                     row = {"epoch": epoch, "train_loss": acc.reduce(window_loss, "mean").item() / window_steps,
                            "lr": t.lr, "pairs_per_sec": window.rate()}
                     bar.set_postfix(loss=f"{row['train_loss']:.3f}", pairs_per_s=f"{row['pairs_per_sec']:.0f}")
@@ -301,6 +323,7 @@ def train(cfg: SimilarityConfig, pairs: PairSet | None = None, resume: bool = Fa
             if epoch % t.eval_every_epochs and epoch != t.epochs:
                 continue
             with window.paused():
+                guard.check(step)  # before the checkpoint
                 test, val, score = arm.evaluate()
                 last = {f"test_{k}": v for k, v in test.items()}
                 tracker.log({"epoch": epoch, "val_loss": last["test_mse"], **last, **val}, step)
