@@ -15,7 +15,7 @@ import yaml
 
 from .errors import LyricdistError
 from .fileio import atomic_write_text, recover_dir
-from .tracking import wandb_mode
+from .tracking import wandb_enabled
 
 STATE_DIR = "state"
 STATE_INFO = "trainer_state.json"
@@ -31,7 +31,7 @@ def make_accelerator(cfg, **kwargs):
     return Accelerator(
         cpu=cfg.train.cpu,
         mixed_precision="no",
-        log_with="wandb" if wandb_mode(cfg) else None,
+        log_with="wandb" if wandb_enabled(cfg) else None,
         project_config=ProjectConfiguration(project_dir=cfg.train.out_dir),
         **kwargs,
     )

@@ -259,7 +259,7 @@ def train(cfg: SimilarityConfig, pairs: PairSet | None = None, resume: bool = Fa
     if acc.is_main_process:
         atomic_write_json(out / TEST_SET, _test_set(pairs.songs, pairs.test))
         atomic_write_json(out / "pairs_info.json", pairs.info)
-    tracker = Tracker(acc, cfg, out, run_id=run_id, resume_step=step)
+    tracker = Tracker(acc, cfg, out, run_id=run_id, resume_step=step, job_type="similarity-train")
 
     def save(next_epoch: int, next_batch: int) -> None:
         info = {"step": step, "epoch": next_epoch, "batch": next_batch, "best_error": checkpoints.best_or_none,
