@@ -28,13 +28,18 @@ def make_accelerator(cfg, **kwargs):
     from accelerate import Accelerator
     from accelerate.utils import ProjectConfiguration
 
-    return Accelerator(
+    acc = Accelerator(
         cpu=cfg.train.cpu,
         mixed_precision="no",
         log_with="wandb" if wandb_enabled(cfg) else None,
         project_config=ProjectConfiguration(project_dir=cfg.train.out_dir),
         **kwargs,
     )
+    if acc.gradient_accumulation_steps > 1:  # `accelerate launch --gradient_accumulation_steps N`: not our loop's
+        acc.print(f"warning: accelerate's gradient_accumulation_steps={acc.gradient_accumulation_steps} is ignored: "
+                  f"lyricdist accumulates with train.grad_accum (pass --train.grad_accum "
+                  f"{acc.gradient_accumulation_steps} to `lyricdist train` instead)")
+    return acc
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
