@@ -123,7 +123,7 @@ class Tracker:
             return
         logged_past_resume = self._truncate_metrics(resume_step)
         self._wall_offset = self._last_wall_s()
-        self.mode, why = wandb_decision(cfg) if wandb_enabled(cfg) else (None, "wandb is off")
+        self.mode, why = wandb_decision(cfg)
         print(f"wandb: {self.mode or 'off'} ({why})", file=sys.stderr)
         if self.mode is None:
             return
