@@ -123,7 +123,9 @@ def parse_wandb(spec: str) -> tuple[str, str]:
 
 
 def _cache_root() -> Path:
-    return Path(os.environ.get("LYRICDIST_CACHE") or Path.home() / ".cache" / "lyricdist")
+    from .fileio import cache_root
+
+    return cache_root()
 
 
 SOURCE_SUFFIX = ".source.json"  # beside a wandb download: where it came from and its artifact's metadata

@@ -145,7 +145,8 @@ def prepare(
 
     Args:
         sources: text files, 'demo', a scraped dataset dir, giitaayan files/archives,
-            hf:USER/DATASET[@REVISION][:SPLIT], .parquet files
+            hf:USER/DATASET[@REVISION][:SPLIT], .parquet files, or a public corpus by name, downloaded into the
+            cache: tinyshakespeare, giitaayan
         out: corpus directory to write
         val_fraction: share held out for validation (whole songs), in [0, 1)
         seed: seed of the song split
