@@ -1,6 +1,7 @@
 # lyricdist on a CUDA PyTorch runtime. Build from the repository root:
 #   docker build -t lyricdist .
 #   docker run --rm --gpus all --ipc=host -v lyricdist-data:/data lyricdist demo
+#   docker run --rm --init -p 7860:7860 -v lyricdist-data:/data lyricdist app CKPT_A CKPT_B   # the collab page
 # Everything a run writes (corpora, runs/, HF/wandb caches) goes under /data, a volume.
 # The base image's torch must satisfy pyproject.toml's torch floor and run cuDNN RNNs in bf16 (torch >= 2.10 built for
 # CUDA 13: cuDNN >= 9.13; tests/test_launch.py checks the tag). CUDA 13 needs an NVIDIA driver >= 580.
@@ -37,8 +38,12 @@ ENV HF_HOME=/data/cache/huggingface \
     WANDB_CACHE_DIR=/data/cache/wandb \
     WANDB_CONFIG_DIR=/data/cache/wandb-config \
     XDG_CACHE_HOME=/data/cache \
-    MPLCONFIGDIR=/data/cache/matplotlib
+    MPLCONFIGDIR=/data/cache/matplotlib \
+    GRADIO_SERVER_NAME=0.0.0.0
 VOLUME ["/data"]
+# `lyricdist app` listens on all of the container's interfaces (GRADIO_SERVER_NAME), reachable only where `-p` publishes
+# it; it stops cleanly on SIGTERM, as PID 1 or under `docker run --init` (tini).
+EXPOSE 7860
 WORKDIR /data
 USER 1000:1000
 

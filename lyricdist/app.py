@@ -3,22 +3,33 @@
     lyricdist app CKPT_A CKPT_B            # two checkpoints (e.g. two per-artist fine-tunes)
     lyricdist app CONDITIONED_CKPT         # two artists of one artist-conditioned model
     lyricdist app ... --similarity RUN     # also show each part's style attribution (a `similarity train` run)
+    lyricdist app ... --host 0.0.0.0       # serve other machines too (default $GRADIO_SERVER_NAME, else 127.0.0.1)
+    lyricdist app ... --share              # and a temporary public link through Gradio's share service
 
-The page writes the song with lyricdist.collab's own `collab()`, so the same seed gives the same song as the CLI
-(the downloadable JSON is what `lyricdist collab --out` writes). Parts stream in as they are written: an
-alternate song of N turns is the first N turns of a longer one (one seeded generator, drawn in order), so the
-page shows turn k by asking collab() for k turns. Checkpoints take every reference `sample` takes (local, hf:,
-wandb:). A bad input (an unknown artist, a missing checkpoint) is shown as one line in the page.
+The page writes the song with lyricdist.collab's `collab_stream`, the generator `collab()` itself is built on:
+the text appears as it is generated (line by line, each part headed by its author), each song is written once,
+and the same seed gives the same song as the CLI (the downloadable JSON is what `lyricdist collab --out` writes).
+Stop ends a song where it is; the part written so far is kept, checked and downloadable (marked "stopped").
+Guidance w steers each author away from the other (alternate mode; see lyricdist.collab). Below the song: the
+memorisation report the CLI prints (word 5-grams and copied word spans against each artist's training songs, next
+to its real held-out songs; characters for comparison) and, with --similarity, each part's attribution.
+Checkpoints take every reference `sample` takes (local, hf:, wandb:); models and corpus indexes are loaded once
+per server. A bad input (an unknown artist, a missing checkpoint) is shown as one line in the page. SIGTERM (as
+`docker stop` sends it, through tini or `docker run --init`, or to the app as PID 1) and ^C stop the server.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import tempfile
-from dataclasses import dataclass, field
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from .collab import MODES
 from .errors import LyricdistError
@@ -39,8 +50,9 @@ def _gradio():
 
 @dataclass
 class Studio:
-    """What the page offers, checked once at start (every checkpoint loads; one alone must be conditioned). Each
-    song is collab()'s own, which loads its checkpoints (remote ones are downloaded once per process)."""
+    """What the page offers, checked once at start (every checkpoint loads; one alone must be conditioned). Songs
+    are collab_stream's; the models of each pair of artists and the memorisation indexes of each corpus are
+    loaded once and kept (a few pairs at a time)."""
 
     checkpoints: list[str]
     model: str | None = None  # one artist-conditioned checkpoint: A and B name two of its artists
@@ -48,6 +60,9 @@ class Studio:
     corpus: list[str] | None = None
     similarity: tuple | None = None  # (model, vocab, References)
     device: str = "cpu"
+    _authors: OrderedDict = field(default_factory=OrderedDict, repr=False)
+    _indexes: dict = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
     def open(cls, checkpoints: list[str], similarity: str | None = None, corpus: list[str] | None = None,
@@ -76,45 +91,87 @@ class Studio:
             studio.similarity = (model, vocab, References(config["artists"], stored["vectors"], stored["artist_ids"]))
         return studio
 
+    def authors(self, a: str, b: str):
+        """The two authors (collab.load_authors), loaded once per pair; the last few pairs are kept."""
+        from .collab import load_authors
+
+        key = (a, b, self.model)
+        with self._lock:
+            if key in self._authors:
+                self._authors.move_to_end(key)
+                return self._authors[key]
+        pair = load_authors(a, b, self.model, self.device)
+        with self._lock:
+            self._authors[key] = pair
+            while len(self._authors) > 4:
+                self._authors.popitem(last=False)
+        return pair
+
     # ---- one song --------------------------------------------------------------------------------------------
     def write(self, a: str, b: str, mode: str = "alternate", temperature: float = 0.8, turns: int = 4,
               lines: int = 4, alpha: float = 0.5, rule: str = "product", seed: int = 0, primetext: str = "",
-              context_lines: int = 2) -> Iterator[dict]:
-        """Yield the song as it grows ({"song": collab()'s dict}), then the finished song with its memorisation
-        report and similarity attribution. Raises LyricdistError for bad input."""
-        from .collab import collab
+              context_lines: int = 2, guidance: float = 0.0, stop: Callable[[], bool] | None = None,
+              every: float = 0.25) -> Iterator[dict]:
+        """Yield the song as it is written ({"song": a copy of collab_stream's dict, "done": False}) once set up,
+        at every new part and line, and at least every `every` seconds while text comes; then, at the end or as
+        soon as `stop()` says so, {"song", "done": True, "stopped", "memorization", "attribution"}. Raises
+        LyricdistError for bad input."""
+        from .collab import collab_stream
 
         if not a or not b:
             raise LyricdistError("pick two artists (A and B)")
-        kw = dict(mode=mode, model=self.model, lines=int(lines), context_lines=int(context_lines), alpha=float(alpha),
-                  rule=rule, temperature=float(temperature), primetext=primetext or "", seed=int(seed),
-                  device=self.device)
-        turns = int(turns)
-        if mode == "alternate":
-            for k in range(1, turns):
-                yield {"song": collab(a, b, turns=k, **kw), "done": False}
-        song = collab(a, b, turns=turns, **kw)
-        yield {"song": song, "done": False}
-        yield {"song": song, "done": True, "memorization": self._memorization(song, a, b),
+        stream = collab_stream(a, b, mode=mode, model=self.model, turns=int(turns), lines=int(lines),
+                               context_lines=int(context_lines), alpha=float(alpha), rule=rule,
+                               temperature=float(temperature), primetext=primetext or "", seed=int(seed),
+                               device=self.device, guidance=float(guidance), authors=self.authors(a, b))
+        song, stopped, parts, shown = None, False, -1, 0.0
+        for song in stream:  # one step a character
+            if stop is not None and stop():
+                stopped = True
+                break
+            segments, now = song["segments"], time.monotonic()
+            if len(segments) != parts or (segments and segments[-1]["text"].endswith("\n")) or now - shown >= every:
+                parts, shown = len(segments), now
+                yield {"song": _copy(song), "done": False}
+        stream.close()
+        song = _copy(song) if song is not None else {"segments": [], "authors": [a, b], "mode": mode}
+        if stopped:
+            song["stopped"] = True
+        yield {"song": song, "done": True, "stopped": stopped, "memorization": self._memorization(song, a, b),
                "attribution": self._attribution(song)}
 
     def _memorization(self, song: dict, a: str, b: str) -> dict:
-        from .memorization import check_texts, training_corpus
+        """The CLI's check (lyricdist.memorization) of the generated text, on indexes built once per corpus."""
+        from .memorization import CorpusIndex, training_corpus
 
         try:
             corpora = self.corpus or [training_corpus(p) for p in ([self.model] if self.model else [a, b])]
         except LyricdistError as e:
             return {"error": f"memorisation check not run: {e} (start the app with --corpus DIR)"}
         generated = "".join(s["text"] for s in song["segments"] if s["author"] != "primetext")
-        return {"rows": check_texts([generated], corpora)[0]}
+        rows = []
+        for corpus in dict.fromkeys(corpora):
+            with self._lock:
+                index = self._indexes.get(corpus)
+            if index is None:
+                index = CorpusIndex(corpus)
+                with self._lock:
+                    self._indexes[corpus] = index
+            rows += [asdict(r) for r in index.check(generated)]
+        return {"rows": rows}
 
     def _attribution(self, song: dict) -> dict | None:
-        if self.similarity is None:
+        if self.similarity is None or not any(s["text"].strip() for s in song["segments"]):
             return None
         from .similarity.score import score_collab
 
         model, vocab, refs = self.similarity
         return score_collab(model, vocab, refs, song)
+
+
+def _copy(song: dict) -> dict:
+    """A snapshot of collab_stream's song (which it goes on changing in place)."""
+    return {**song, "segments": [dict(s) for s in song["segments"]]}
 
 
 # ---- rendering -------------------------------------------------------------------------------------------------
@@ -138,18 +195,36 @@ def song_html(song: dict) -> str:
 
 
 def memorization_markdown(report: dict) -> str:
-    from .memorization import NGRAM
+    """The CLI's memorisation report as a table: per artist, the share of the text's word 5-grams found in its
+    training songs and the longest copied run of words, next to the same figures for its real held-out songs (what
+    decides the warning), then the character figures for comparison."""
+    from .memorization import NGRAM, WORD_NGRAM
 
     if "error" in report:
         return f"**{report['error']}**"
     rows = report["rows"]
     flagged = [r for r in rows if r["warn"]]
     head = ("**Warning: possible memorisation** of " + ", ".join(r["artist"] for r in flagged)
-            if flagged else "No memorisation warning")
-    body = "\n".join(f"| {r['artist']} | {r['longest_span']} | {r['ngram_share']:.1%} | {'yes' if r['warn'] else ''} |"
-                     for r in rows)
-    return (f"{head}\n\n| artist | longest copied span (chars) | {NGRAM}-grams from training text | flagged |\n"
-            f"|---|---|---|---|\n{body}")
+            if flagged else "**No memorisation warning**: the song copies no more than real unseen songs do")
+    body = []
+    for r in rows:
+        words = f" ({_md(r['longest_words'])})" if r.get("longest_words") else ""
+        heldout = (f"{r['heldout_word_ngram_share']:.1%}, {r['heldout_longest_word_span_p90']:g} words "
+                   f"({r['heldout_songs']} songs)" if r["heldout_songs"] else "no held-out songs")
+        body.append(f"| {_md(r['artist'])} | {r['word_ngram_share']:.1%} | {r['longest_word_span']}{words} | {heldout} "
+                    f"| {r['longest_span']} | {r['ngram_share']:.1%} | {'yes' if r['warn'] else ''} |")
+    return (f"{head}\n\nMemorisation (word {WORD_NGRAM}-grams and copied word spans in each artist's training songs, "
+            f"against its real held-out songs; characters for comparison):\n\n"
+            f"| artist | word {WORD_NGRAM}-grams from training | longest copied words | real held-out songs: "
+            f"{WORD_NGRAM}-grams, p90 span | longest copied chars | char {NGRAM}-grams | flagged |\n"
+            f"|---|---|---|---|---|---|---|\n" + "\n".join(body))
+
+
+def _md(text: str) -> str:
+    """Text safe inside a Markdown table cell."""
+    import html
+
+    return html.escape(" ".join(str(text).split())).replace("|", "&#124;")
 
 
 def attribution_markdown(result: dict | None) -> str:
@@ -170,27 +245,48 @@ def attribution_markdown(result: dict | None) -> str:
     return "\n".join(lines)
 
 
-def build(studio: Studio):
-    """The Gradio Blocks page for `studio`."""
+def status_line(song: dict, seed, done: bool = False, stopped: bool = False) -> str:
+    """What the page says under the buttons: how far the song is."""
+    parts = len(song["segments"])
+    chars = sum(len(s["text"]) for s in song["segments"] if s["author"] != "primetext")
+    if stopped:
+        return f"Stopped: {parts} part(s), {chars} characters written, seed {int(seed)}."
+    if done:
+        return f"Done: {parts} part(s), seed {int(seed)}."
+    return f"Writing... {parts} part(s), {chars} characters"
+
+
+def build(studio: Studio, guidance: float = 0.0):
+    """The Gradio Blocks page for `studio` (`guidance`: the guidance slider's starting value)."""
     from .fileio import atomic_write_json
 
     gr = _gradio()
     values = [v for _, v in studio.choices]
     out_dir = Path(tempfile.mkdtemp(prefix="lyricdist-app-"))
     kind = "artist of the conditioned model" if studio.model else "checkpoint (or another checkpoint path / hf: ref)"
+    stopping: set[str] = set()  # sessions whose Stop was pressed (a running song checks at every character)
+    lock = threading.Lock()
 
-    def run(a, b, mode, temperature, turns, lines, alpha, rule, seed, primetext):
+    def run(a, b, mode, temperature, turns, lines, alpha, rule, seed, primetext, guidance, request: gr.Request):
         """Stream (parts, status, memorisation, attribution, JSON file) to the page; bad input is one line."""
+        session = request.session_hash if request is not None else None
+        with lock:
+            stopping.discard(session)  # a Stop pressed before this song does not stop it
+
+        def stop() -> bool:
+            with lock:
+                return session in stopping
+
         try:
-            for step in studio.write(a, b, mode, temperature, turns, lines, alpha, rule, seed, primetext):
+            for step in studio.write(a, b, mode, temperature, turns, lines, alpha, rule, seed, primetext,
+                                     guidance=guidance, stop=stop):
                 song = step["song"]
                 if not step["done"]:
-                    n = len([s for s in song["segments"] if s["author"] != "primetext"])
-                    yield song_html(song), f"Writing... {n} part(s)", "", "", None
+                    yield song_html(song), status_line(song, seed), "", "", None
                     continue
                 path = out_dir / f"song-seed{int(seed)}-{len(os.listdir(out_dir))}.json"
                 atomic_write_json(path, {**song, "memorization": step["memorization"].get("rows")})
-                yield (song_html(song), f"Done: {len(song['segments'])} part(s), seed {int(seed)}.",
+                yield (song_html(song), status_line(song, seed, done=True, stopped=step["stopped"]),
                        memorization_markdown(step["memorization"]), attribution_markdown(step["attribution"]),
                        str(path))
         except LyricdistError as e:
@@ -198,6 +294,17 @@ def build(studio: Studio):
         except Exception as e:  # noqa: BLE001 - the page shows one line, never a traceback
             print(f"lyricdist app: {type(e).__name__}: {e}", file=sys.stderr)
             yield "", f"**Error:** {type(e).__name__}: {e}", "", "", None
+        finally:
+            with lock:
+                stopping.discard(session)
+
+    def stop_song(request: gr.Request):
+        """Stop this session's song where it is (its end-of-song report still comes)."""
+        with lock:
+            stopping.add(request.session_hash)
+
+    for handler in (run, stop_song):  # Gradio passes the request to a parameter annotated gr.Request, which it
+        handler.__annotations__["request"] = gr.Request  # resolves in module globals: give it the class itself
 
     with gr.Blocks(title="lyricdist collab", analytics_enabled=False) as page:
         gr.Markdown("# lyricdist collab\nTwo artists write one song. Same seed, same song as `lyricdist collab`.")
@@ -209,21 +316,27 @@ def build(studio: Studio):
                             info="alternate turns; blend both models' next-character odds; condition one model")
         with gr.Row():
             temperature = gr.Slider(0.05, 2.0, value=0.8, step=0.05, label="Temperature")
-            turns = gr.Slider(1, 16, value=4, step=1, label="Turns")
-            lines = gr.Slider(1, 16, value=4, step=1, label="Lines per turn")
+            turns = gr.Slider(1, 16, value=4, step=1, label="Turns", elem_id="turns")
+            lines = gr.Slider(1, 16, value=4, step=1, label="Lines per turn", elem_id="lines")
             alpha = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Alpha (weight of B: blend, condition)")
             rule = gr.Radio(["product", "mixture"], value="product", label="Blend rule")
-            seed = gr.Number(value=0, precision=0, label="Seed")
-        primetext = gr.Textbox(label="Opening text (optional)", lines=1)
-        go = gr.Button("Write the song", variant="primary", elem_id="write")
+            seed = gr.Number(value=0, precision=0, label="Seed", elem_id="seed")
+        with gr.Row():
+            primetext = gr.Textbox(label="Opening text (optional)", lines=1)
+            guide = gr.Slider(0.0, 8.0, value=guidance, step=0.5, label="Guidance w (alternate)", elem_id="guidance",
+                              info="steer each author away from the other: lA + w (lA - lB); 0 = off, 2-4 makes the "
+                                   "parts more attributable (models sharing one vocabulary)")
+        with gr.Row():
+            go = gr.Button("Write the song", variant="primary", elem_id="write")
+            halt = gr.Button("Stop", variant="stop", elem_id="stop")
         status = gr.Markdown(elem_id="status")
         parts = gr.HTML(label="Song (each part labelled by its author)", elem_id="song")
-        with gr.Row():
-            memo = gr.Markdown(elem_id="memorization")
-            attribution = gr.Markdown(elem_id="attribution")
+        memo = gr.Markdown(elem_id="memorization")
+        attribution = gr.Markdown(elem_id="attribution")
         download = gr.File(label="Song JSON (as `lyricdist collab --out` writes it)", elem_id="download")
-        go.click(run, [a, b, mode, temperature, turns, lines, alpha, rule, seed, primetext],
+        go.click(run, [a, b, mode, temperature, turns, lines, alpha, rule, seed, primetext, guide],
                  [parts, status, memo, attribution, download], api_name="write")
+        halt.click(stop_song, None, None, api_name="stop", concurrency_limit=None)  # beside a running song
     return page
 
 
@@ -233,28 +346,47 @@ def _theme(gr):
 
 
 def app(checkpoints: list[str], similarity: str | None = None, corpus: list[str] | None = None,
-        host: str = "127.0.0.1", port: int | None = None, device: str = "cpu") -> None:
-    """Serve the collaboration page until interrupted.
+        host: str | None = None, port: int | None = None, share: bool = False, guidance: float = 0.0,
+        device: str = "cpu") -> None:
+    """Serve the collaboration page until interrupted (^C, or SIGTERM as `docker stop` sends it).
 
     Args:
         checkpoints: two checkpoints, or one artist-conditioned checkpoint (local, hf:REPO, wandb:ENTITY/PROJECT/NAME)
         similarity: a `lyricdist similarity train` run: show each part's style attribution
         corpus: prepared corpora for the memorisation check (default: the ones the checkpoints record)
-        host: address to listen on (127.0.0.1: this machine only)
-        port: port (default: 7860, or the next free one)
+        host: address to listen on (default: $GRADIO_SERVER_NAME, else 127.0.0.1, this machine only; 0.0.0.0 serves
+            other machines, e.g. from a container)
+        port: port (default: $GRADIO_SERVER_PORT, else 7860 or the next free one)
+        share: also serve a temporary public https://*.gradio.live link (through Gradio's share service)
+        guidance: the page's starting guidance w
         device: cpu, cuda, ...
     """
     gr = _gradio()
+    host = host or os.environ.get("GRADIO_SERVER_NAME") or "127.0.0.1"
     studio = Studio.open(checkpoints, similarity=similarity, corpus=corpus, device=device)
-    page = build(studio)
-    _, local_url, _ = page.queue().launch(server_name=host, server_port=port, prevent_thread_lock=True,
-                                          ssr_mode=False, quiet=True, show_error=False,
-                                          theme=_theme(gr), footer_links=["api"])
-    print(f"lyricdist app: serving {', '.join(checkpoints)} on {local_url} (Ctrl+C to stop)", flush=True)
+    page = build(studio, guidance=guidance)
+    received: list[int] = []
+    stopped = threading.Event()
+
+    def on_signal(signum, frame) -> None:  # PID 1 in a container gets no default SIGTERM action: handle it
+        received.append(signum)
+        stopped.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        page.block_thread()
+        _, local_url, share_url = page.queue().launch(server_name=host, server_port=port, share=share,
+                                                      prevent_thread_lock=True, ssr_mode=False, quiet=True,
+                                                      show_error=False, theme=_theme(gr), footer_links=["api"])
+        where = local_url + (f" and {share_url}" if share_url else "")
+        print(f"lyricdist app: serving {', '.join(checkpoints)} on {where} (Ctrl+C to stop)", flush=True)
+        while not stopped.wait(0.2) and page.is_running:
+            pass
     finally:
-        gr.close_all()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        page.close()
+    why = signal.Signals(received[0]).name if received else "server closed"
+    print(f"lyricdist app: stopped ({why})", flush=True)
 
 
 def cli_parser():

@@ -20,6 +20,9 @@ scripts/bench/collab_quality.py).
 
 Blend and condition write `--turns` x `--lines` lines as one part credited to both artists. All randomness comes
 from one generator seeded by `--seed`: same seed, same song.
+
+`collab_stream` writes the song character by character, yielding it as it grows; `collab` is that stream run to
+its end, so a page that shows the stream (lyricdist.app) writes the same song as the command line, once.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Callable, Iterator, Literal, get_args
 
 import torch
 from jsonargparse.typing import ClosedUnitInterval, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
@@ -68,6 +71,7 @@ class Voice:
         self.guide = Voice(against, temperature) if against is not None and guidance > 0 else None
         self.guidance = guidance
 
+    @torch.no_grad()  # per call: a `with` around a generator's yields would leak no_grad into its consumer
     def _run(self, ids: list[int]) -> None:
         model = self.author.model
         x = torch.tensor([ids], dtype=torch.long, device=model.head.weight.device)
@@ -106,22 +110,27 @@ class Voice:
         return char
 
 
-def _write_lines(n_lines: int, generator: torch.Generator, step) -> str:
-    """Call `step(generator) -> char` (draw a character and feed it back) until `n_lines` non-blank lines end."""
-    out: list[str] = []
+def _lines(n_lines: int, generator: torch.Generator, step: Callable[[torch.Generator], str]) -> Iterator[str]:
+    """Yield `step(generator)` (draw a character and feed it back) until `n_lines` non-blank lines end; the text
+    always ends with a newline (one is added after MAX_LINE_CHARS characters a line)."""
     line: list[str] = []
-    done = 0
+    done, last = 0, ""
     for _ in range(n_lines * MAX_LINE_CHARS):
-        ch = step(generator)
-        out.append(ch)
-        line.append(ch)
-        if ch == "\n":
+        last = step(generator)
+        yield last
+        line.append(last)
+        if last == "\n":
             done += bool("".join(line).strip())
             line = []
             if done >= n_lines:
-                break
-    text = "".join(out)
-    return text if text.endswith("\n") else text + "\n"
+                return
+    if last != "\n":
+        yield "\n"
+
+
+def _write_lines(n_lines: int, generator: torch.Generator, step) -> str:
+    """The text of `_lines`, at once."""
+    return "".join(_lines(n_lines, generator, step))
 
 
 def _sample_from(probs: torch.Tensor, generator: torch.Generator) -> int:
@@ -184,7 +193,8 @@ def collab(
 ) -> dict:
     """Write a song with two artists: two checkpoints, or two artists of one conditioned model.
 
-    Returns {"segments": [{"author", "text"}], "authors", "mode", "settings", "seed"}.
+    Returns {"segments": [{"author", "text"}], "authors", "mode", "settings", "seed"}: the last song
+    `collab_stream` yields with the same arguments.
 
     Args:
         a: artist A: a checkpoint (dir, run, hf:, wandb:), or an artist name of --model
@@ -203,37 +213,46 @@ def collab(
         guidance: alternate: steer each author away from the other, lA + w (lA - lB) (0 = off)
     """
     check_ranges(collab, locals())
+    song = None
+    for song in collab_stream(a, b, mode, model, turns, lines, context_lines, alpha, rule, temperature, primetext,
+                              seed, device, guidance):
+        pass
+    return song
+
+
+def collab_stream(
+    a: str,
+    b: str,
+    mode: Mode = "alternate",
+    model: str | None = None,
+    turns: PositiveInt = 4,
+    lines: PositiveInt = 4,
+    context_lines: NonNegativeInt = 2,
+    alpha: ClosedUnitInterval = 0.5,
+    rule: Rule = "product",
+    temperature: PositiveFloat = 0.8,
+    primetext: str = "",
+    seed: int = 0,
+    device: str = "cpu",
+    guidance: NonNegativeFloat = 0.0,
+    authors: tuple[Author, Author] | None = None,
+) -> Iterator[dict]:
+    """`collab` as it is written: yields the song (collab's dict) once set up (the primetext part, if any, and the
+    authors), then after every character generated; the last one yielded is collab's result. It is one dict,
+    updated in place (a part's text grows, parts are appended): copy what you keep. Stopping early is stopping
+    the iteration. Arguments as collab's; `authors`: the two authors already loaded (load_authors), e.g. by a
+    server that writes many songs with the same models."""
+    check_ranges(collab_stream, locals())
     if mode == "condition" and model is None:
         raise LyricdistError(
             "--mode condition needs an artist-conditioned model: --model CKPT with A and B artist names"
         )
-    author_a, author_b = load_authors(a, b, model, device)
+    author_a, author_b = authors or load_authors(a, b, model, device)
     if guidance > 0 and author_a.vocab.chars != author_b.vocab.chars:
         raise LyricdistError("--guidance needs both models to share one vocabulary (e.g. fine-tunes of one base)")
     gen = torch.Generator().manual_seed(seed)
     segments = [{"author": "primetext", "text": primetext}] if primetext else []
-    song = primetext
-
-    with torch.no_grad():
-        if mode == "alternate":
-            for turn in range(turns):
-                author, other = ((author_a, author_b), (author_b, author_a))[turn % 2]
-                voice = Voice(author, temperature, other, guidance)
-                voice.prime(_last_lines(song, context_lines) if song else "")
-                text = _write_lines(lines, gen, voice.step)
-                segments.append({"author": author.name, "text": text})
-                song += text
-        else:
-            if mode == "condition":
-                vec = (1 - alpha) * author_a.artist_vec + alpha * author_b.artist_vec
-                blended = Author(author_a.name, author_a.model, author_a.vocab, vec)
-                voice = Voice(blended, temperature)
-                voice.prime(song)
-                text = _write_lines(lines * turns, gen, voice.step)
-            else:
-                text = _blend(author_a, author_b, song, lines * turns, alpha, rule, temperature, gen)
-            segments.append({"author": f"{author_a.name} + {author_b.name}", "text": text})
-    return {
+    song = {
         "segments": segments,
         "authors": [author_a.name, author_b.name],
         "mode": mode,
@@ -252,6 +271,33 @@ def collab(
         },
         "seed": seed,
     }
+    if mode == "alternate":
+        yield song  # set up: the authors, the primetext part (if any)
+        for turn in range(turns):
+            author, other = ((author_a, author_b), (author_b, author_a))[turn % 2]
+            written = "".join(s["text"] for s in segments)
+            voice = Voice(author, temperature, other, guidance)
+            voice.prime(_last_lines(written, context_lines) if written else "")
+            yield from _stream_part(song, author.name, _lines(lines, gen, voice.step))
+        return
+    if mode == "condition":
+        vec = (1 - alpha) * author_a.artist_vec + alpha * author_b.artist_vec
+        voice = Voice(Author(author_a.name, author_a.model, author_a.vocab, vec), temperature)
+        voice.prime(primetext)
+        step = voice.step
+    else:
+        step = _blend_step(author_a, author_b, primetext, alpha, rule, temperature)
+    yield song
+    yield from _stream_part(song, f"{author_a.name} + {author_b.name}", _lines(lines * turns, gen, step))
+
+
+def _stream_part(song: dict, author: str, chars: Iterator[str]) -> Iterator[dict]:
+    """Append a part by `author` to `song` and grow it by `chars`, yielding the song after each character."""
+    part = {"author": author, "text": ""}
+    song["segments"].append(part)
+    for ch in chars:
+        part["text"] += ch
+        yield song
 
 
 def blend_probs(pa: torch.Tensor, pb: torch.Tensor, alpha: float, rule: str) -> torch.Tensor:
@@ -263,9 +309,9 @@ def blend_probs(pa: torch.Tensor, pb: torch.Tensor, alpha: float, rule: str) -> 
     return p / p.sum()
 
 
-def _blend(
-    a: Author, b: Author, prime: str, n_lines: int, alpha: float, rule: str, temperature: float, gen
-) -> str:
+def _blend_step(a: Author, b: Author, prime: str, alpha: float, rule: str, temperature: float):
+    """The blend's `step(generator) -> char`: both authors read `prime`, then every character drawn from the blended
+    distribution over the characters both know, and read by both."""
     common = [c for c in a.vocab.chars if c in b.vocab]
     if not common:
         raise LyricdistError("the two models share no characters; blend needs a common vocabulary")
@@ -281,7 +327,13 @@ def _blend(
         vb.feed(ch)
         return ch
 
-    return _write_lines(n_lines, gen, step)
+    return step
+
+
+def _blend(
+    a: Author, b: Author, prime: str, n_lines: int, alpha: float, rule: str, temperature: float, gen
+) -> str:
+    return _write_lines(n_lines, gen, _blend_step(a, b, prime, alpha, rule, temperature))
 
 
 def format_song(result: dict) -> str:

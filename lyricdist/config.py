@@ -87,7 +87,9 @@ class TrackingConfig:
         entity: wandb entity (team or user)
         run_name: wandb run name (default: the out_dir's name)
         tags: wandb tags
-        mode: online, offline or disabled; unset = online when WANDB_API_KEY is set, else offline
+        group: wandb group (default: the training corpus's name, so runs on one corpus group together)
+        mode: online, offline or disabled; unset = WANDB_MODE, else online when wandb has credentials
+            (WANDB_API_KEY or `wandb login`), else offline
         log_checkpoints: upload checkpoints as wandb Artifacts (aliases latest and best)
     """
 
@@ -96,6 +98,7 @@ class TrackingConfig:
     entity: Optional[str] = None
     run_name: Optional[str] = None
     tags: list[str] = field(default_factory=list)
+    group: Optional[str] = None
     mode: Optional[Literal["online", "offline", "disabled"]] = None
     log_checkpoints: bool = True
 

@@ -55,7 +55,9 @@ def run_demo(
         print("no GENIUS_ACCESS_TOKEN: using the bundled demo corpus (two invented artists)")
         source = "demo"
     prepare([source], str(corpus), overwrite=True)
-    args = [f"--data.corpus={corpus}", f"--train.out_dir={out_dir / 'train'}", *(overrides or [])]
+    # the wandb run is named after the demo's directory (its out_dir, OUT/train, would name every demo "train")
+    args = [f"--data.corpus={corpus}", f"--train.out_dir={out_dir / 'train'}",
+            f"--tracking.run_name={out_dir.resolve().name}", *(overrides or [])]
     if max_steps is not None:
         args += [f"--train.max_steps={max_steps}", f"--train.eval_every={max(1, min(250, max_steps))}"]
     cfg = load_config(preset_path("demo"), args)

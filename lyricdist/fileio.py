@@ -64,6 +64,31 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     _fsync_dir(path.parent)
 
 
+@contextmanager
+def atomic_file(path: str | os.PathLike) -> Iterator[Any]:
+    """A binary file to stream into (e.g. a download): it appears at `path`, complete, only when the block ends
+    without an error; a failure or a kill mid-way leaves at most a hidden temp file beside it, never `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.chmod(tmp, 0o666 & ~_UMASK)
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def cache_root() -> Path:
+    """Where lyricdist keeps downloads (public corpora, wandb artifacts): $LYRICDIST_CACHE, else ~/.cache/lyricdist."""
+    return Path(os.environ.get("LYRICDIST_CACHE") or Path.home() / ".cache" / "lyricdist")
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 

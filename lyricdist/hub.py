@@ -14,6 +14,7 @@ import json
 import os
 import re
 from pathlib import Path
+from typing import Literal, Sequence
 
 from .errors import LyricdistError
 from .fileio import atomic_write_json
@@ -22,6 +23,11 @@ CHECKPOINT_FILES = ("config.json", "vocab.json", "model.safetensors")
 HF_PREFIX, WANDB_PREFIX = "hf:", "wandb:"
 HF_LOGIN = "`hf auth login` (or set HF_TOKEN)"
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+# One visibility option, one default, for every repo lyricdist creates (`push`, `scrape --push-to-hub`): private,
+# because lyrics are someone's copyright and a model can recite them; publishing is a decision (--visibility public).
+Visibility = Literal["private", "public"]
+DEFAULT_VISIBILITY: Visibility = "private"
+DEFAULT_LICENSE = "unknown"  # the rights in the training lyrics are the user's to state
 
 
 def is_remote(ref: str | os.PathLike) -> bool:
@@ -69,7 +75,9 @@ def parse_hf(spec: str) -> tuple[str, str | None]:
     return repo_id, revision or None
 
 
-def _from_hf(spec: str) -> Path:
+def _from_hf(spec: str, **download) -> Path:
+    """The local snapshot of hf:`spec` (only the checkpoint files and the card). `download`: snapshot_download's
+    options (token, cache_dir, force_download, local_files_only), for LyricsModel.from_pretrained."""
     repo_id, revision = parse_hf(spec)
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import (
@@ -82,7 +90,8 @@ def _from_hf(spec: str) -> Path:
 
     ref = f"hf:{spec}"
     try:
-        path = snapshot_download(repo_id, revision=revision, allow_patterns=[*CHECKPOINT_FILES, "README.md"])
+        path = snapshot_download(repo_id, revision=revision, allow_patterns=[*CHECKPOINT_FILES, "README.md"],
+                                 **download)
     except RevisionNotFoundError:
         raise LyricdistError(f"{ref}: revision {revision!r} not found in {repo_id}; check the branch, tag or commit") from None
     except (RepositoryNotFoundError, GatedRepoError):
@@ -114,7 +123,9 @@ def parse_wandb(spec: str) -> tuple[str, str]:
 
 
 def _cache_root() -> Path:
-    return Path(os.environ.get("LYRICDIST_CACHE") or Path.home() / ".cache" / "lyricdist")
+    from .fileio import cache_root
+
+    return cache_root()
 
 
 SOURCE_SUFFIX = ".source.json"  # beside a wandb download: where it came from and its artifact's metadata
@@ -185,27 +196,59 @@ def _corpus_summary(config: dict) -> list[str]:
     ]
 
 
-def model_card(checkpoint_dir: Path, repo_id: str, sample_text: str) -> str:
-    """README.md for the Hub: YAML metadata, then shape, corpus, validation loss, a sample and how to sample."""
+_HUB_DATASET = re.compile(r"^hf:([A-Za-z0-9][\w.-]*/[\w.-]+)")
+
+
+def _corpus_meta(config: dict) -> dict:
+    corpus = config.get("corpus")
+    meta_path = Path(corpus) / "meta.json" if corpus else None
+    return json.loads(meta_path.read_text(encoding="utf-8")) if meta_path and meta_path.is_file() else {}
+
+
+def hub_datasets(config: dict) -> list[str]:
+    """The Hub datasets a checkpoint was trained on: its corpus's `hf:` sources (from the corpus's meta.json)."""
+    found = (_HUB_DATASET.match(str(s.get("source", ""))) for s in _corpus_meta(config).get("sources", []))
+    return list(dict.fromkeys(m.group(1) for m in found if m))
+
+
+def model_card(config: dict, repo_id: str, sample_text: str, license: str = DEFAULT_LICENSE,
+               datasets: Sequence[str] | None = None) -> str:
+    """README.md for the Hub: YAML metadata (library, pipeline, license, datasets, and a model-index with the
+    validation loss, which the Hub shows as evaluation results), then shape, corpus, validation loss, a sample and
+    how to use it. `config`: the checkpoint's config.json; `datasets`: Hub dataset ids (default: hub_datasets)."""
     import math
 
-    from huggingface_hub import ModelCardData
+    from huggingface_hub import EvalResult, ModelCardData
 
-    config = json.loads((checkpoint_dir / "config.json").read_text(encoding="utf-8"))
     m = config.get("model", {})
     artists = config.get("artists") or []
-    data = ModelCardData(library_name="lyricdist", pipeline_tag="text-generation",
-                         tags=["lyricdist", "char-rnn", m.get("cell", "lstm"), "lyrics"])
+    datasets = list(datasets) if datasets else hub_datasets(config)
     val = config.get("val_loss")
+    name = repo_id.split("/")[-1]
+    results = []
+    if isinstance(val, (int, float)):
+        corpus = Path(config["corpus"]).name if config.get("corpus") else "corpus"
+        where = dict(task_type="text-generation", task_name="Character-level lyrics generation",
+                     dataset_type=datasets[0] if datasets else corpus, dataset_name=datasets[0] if datasets else corpus,
+                     dataset_split="validation")
+        results = [EvalResult(**where, metric_type="loss", metric_name="validation loss (nats/char)",
+                              metric_value=round(float(val), 4)),
+                   EvalResult(**where, metric_type="bpc", metric_name="bits per character",
+                              metric_value=round(float(val) / math.log(2), 4))]
+    data = ModelCardData(library_name="lyricdist", pipeline_tag="text-generation", license=license,
+                         datasets=datasets or None, model_name=name if results else None,
+                         eval_results=results or None,
+                         tags=["lyricdist", "char-rnn", m.get("cell", "lstm"), "lyrics"])
     loss = (f"{val:.4f} nats/char ({val / math.log(2):.4f} bits/char) at step {config.get('step')}"
             if isinstance(val, (int, float)) else "not evaluated")
     inputs = f"a {m.get('embedding_dim')}-d character embedding" if m.get("embedding_dim") else "one-hot characters"
     conditioned = (f", conditioned on {m.get('artist_embedding_dim')}-d artist embeddings"
                    if m.get("artist_embedding_dim") else "")
+    artist_arg = f", artist={json.dumps(artists[0])}" if m.get("artist_embedding_dim") and artists else ""
     fence = "```"
     lines = [
         "---", data.to_yaml(), "---", "",
-        f"# {repo_id.split('/')[-1]}", "",
+        f"# {name}", "",
         "A character-level recurrent lyric generator trained with lyricdist (safetensors weights, config.json and "
         "vocab.json; nothing is unpickled on load).", "",
         "## Model", "",
@@ -213,7 +256,8 @@ def model_card(checkpoint_dir: Path, repo_id: str, sample_text: str) -> str:
         f"{conditioned}; dropout {m.get('dropout', 0)}",
         f"- vocabulary: {config.get('vocab_size')} characters",
         f"- artists: {', '.join(artists) if artists else '-'}", "",
-        "## Training data", "", *_corpus_summary(config), "",
+        "## Training data", "", *_corpus_summary(config),
+        *([f"- Hub datasets: {', '.join(datasets)}"] if datasets else []), "",
         "## Evaluation", "", f"- validation loss: {loss}",
         f"- training loss: {config['train_loss']:.4f} nats/char" if isinstance(config.get("train_loss"), float) else "",
         "", "## Sample", "", "Seed 0, temperature 0.8:", "", fence + "text", sample_text.rstrip("\n"), fence, "",
@@ -222,45 +266,52 @@ def model_card(checkpoint_dir: Path, repo_id: str, sample_text: str) -> str:
         + (f" --artist {json.dumps(artists[0])}" if m.get("artist_embedding_dim") and artists else ""),
         f"lyricdist collab hf:{repo_id} OTHER_CHECKPOINT --mode alternate --seed 0",
         f"lyricdist app hf:{repo_id} OTHER_CHECKPOINT", fence, "",
+        "From Python:", "", fence + "python", "from lyricdist import LyricsModel", "",
+        f'model = LyricsModel.from_pretrained("hf:{repo_id}")',
+        f'print(model.generate("", length=300, temperature=0.8, seed=0{artist_arg}))', fence, "",
     ]
     return "\n".join(lines)
 
 
-def push(checkpoint: str, repo_id: str, private: bool = False, revision: str | None = None,
-         message: str | None = None) -> str:
+def push(checkpoint: str, repo_id: str, visibility: Visibility = DEFAULT_VISIBILITY, revision: str | None = None,
+         message: str | None = None, license: str = DEFAULT_LICENSE, datasets: list[str] | None = None) -> str:
     """Upload a checkpoint to the Hugging Face Hub with a generated model card (README.md); returns the commit URL.
 
     Args:
-        checkpoint: a checkpoint directory or a run's out_dir (its best, else last)
+        checkpoint: a checkpoint directory, a run's out_dir (its best, else last), hf:REPO[@REV] or
+            wandb:ENTITY/PROJECT/NAME:ALIAS (promote a W&B model to the Hub)
         repo_id: USER/REPO on the Hub (created if missing)
-        private: create the repo private (an existing repo keeps its visibility)
+        visibility: visibility of a repo created on the Hub (an existing repo keeps its own)
         revision: branch to commit to (default: main)
         message: commit message
+        license: the weights' license, a Hub license id (mit, cc-by-4.0, other, ...); the training lyrics' rights
+            are yours to state
+        datasets: Hub datasets the model was trained on (default: the corpus's hf: sources)
     """
     from huggingface_hub import CommitOperationAdd, HfApi, get_token
     from huggingface_hub.errors import HfHubHTTPError
 
     from .checkpoint import resolve_checkpoint_dir
+    from .cli import check_ranges
     from .sample import sample
 
+    check_ranges(push, locals())
     if not _REPO_ID.match(repo_id):
         raise LyricdistError(f"REPO_ID {repo_id!r} is not a Hub repo id; write USER/REPO")
-    if is_remote(checkpoint):
-        raise LyricdistError(f"{checkpoint} is already remote; push a local checkpoint directory")
-    path = resolve_checkpoint_dir(checkpoint)
     if not get_token():
         raise LyricdistError(f"no Hugging Face token: log in with {HF_LOGIN}")
+    path = resolve_checkpoint_dir(checkpoint)  # a remote reference is downloaded (and verified) first
     config = json.loads((path / "config.json").read_text(encoding="utf-8"))
     artists = config.get("artists") or []
     conditioned = config.get("model", {}).get("artist_embedding_dim")
     text = sample(str(path), length=300, temperature=[0.8], seed=0,
                   artist=artists[0] if conditioned and artists else None)[0].text
-    card = model_card(path, repo_id, text)
+    card = model_card(config, repo_id, text, license=license, datasets=datasets)
     ops = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(path / name)) for name in CHECKPOINT_FILES]
     ops.append(CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=card.encode("utf-8")))
     api = HfApi()
     try:
-        api.create_repo(repo_id, private=private, exist_ok=True)
+        api.create_repo(repo_id, private=visibility == "private", exist_ok=True)
         info = api.create_commit(repo_id, ops, revision=revision,
                                  commit_message=message or f"Upload lyricdist checkpoint (step {config.get('step')})")
     except HfHubHTTPError as e:

@@ -28,6 +28,16 @@ from .sources import Song, open_source
 from .vocab import MAX_CODEPOINT, Vocab, codepoints
 
 
+PROGRESS_DELAY_S = 2.0  # a pass shows a progress bar (stderr) only once it has taken this long: large inputs
+
+
+def _progress(desc: str, total: int | None, quiet: bool):
+    """A character-count progress bar on stderr that appears only for a pass that takes a while (tqdm's delay)."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="char", unit_scale=True, delay=PROGRESS_DELAY_S, disable=quiet,
+                leave=False, mininterval=1.0)
+
 
 @dataclass
 class _TextDoc:
@@ -134,8 +144,9 @@ def prepare(
     `max_songs_per_artist` keeps a random (by `seed`) subset of that many songs of each artist, in source order.
 
     Args:
-        sources: text files, 'demo', a scraped dataset dir, giitaayan files/archives, hf:USER/DATASET[:SPLIT],
-            .parquet files
+        sources: text files, 'demo', a scraped dataset dir, giitaayan files/archives,
+            hf:USER/DATASET[@REVISION][:SPLIT], .parquet files, or a public corpus by name, downloaded into the
+            cache: tinyshakespeare, giitaayan
         out: corpus directory to write
         val_fraction: share held out for validation (whole songs), in [0, 1)
         seed: seed of the song split
@@ -165,11 +176,13 @@ def prepare(
     texts: list[_TextDoc] = []
     skipped_empty = 0
     source_stats = []
+    reading = _progress("reading", None, quiet)
     for src in opened:
         if src.kind == "songs":
             n_before = len(songs)
             for song in src.songs():
                 text = song.text.lower() if lowercase else song.text
+                reading.update(len(text))
                 if not text.strip():
                     skipped_empty += 1
                     continue
@@ -188,8 +201,10 @@ def prepare(
                 chunk = chunk.lower() if lowercase else chunk
                 seen[np.unique(codepoints(chunk))] = True
                 doc.n_chars += len(chunk)
+                reading.update(len(chunk))
             texts.append(doc)
             source_stats.append({"source": src.name, "chars": doc.n_chars})
+    reading.close()
     songs = _select_artists(songs, artists, exclude_artists)
     if max_songs_per_artist:
         songs = _cap_songs(songs, max_songs_per_artist, seed)
@@ -220,7 +235,8 @@ def prepare(
     val_order = [int(i) for i in np.flatnonzero(is_val)]
 
     # Pass 2: encode and write.
-    with atomic_dir(out_dir) as tmp:
+    encoding = _progress("encoding", total_chars, quiet)
+    with atomic_dir(out_dir) as tmp, encoding:
         files = {split: open(tmp / f"{split}.bin", "wb") for split in ("train", "val")}
         pos = {"train": 0, "val": 0}
         docs: dict[str, list[tuple[int, int]]] = {"train": [], "val": []}
@@ -231,6 +247,7 @@ def prepare(
             ids = table[codepoints(text)].astype(dtype)
             files[split].write(ids.tobytes())
             pos[split] += len(ids)
+            encoding.update(len(ids))
 
         try:
             for split, order in (("train", train_order), ("val", val_order)):

@@ -21,7 +21,7 @@ import yaml
 
 from .errors import LyricdistError, RunDirLocked
 from .fileio import atomic_write_text, recover_dir
-from .tracking import wandb_mode
+from .tracking import wandb_enabled
 
 STATE_DIR = "state"
 STATE_INFO = "trainer_state.json"
@@ -62,7 +62,7 @@ def make_accelerator(cfg, **kwargs):
     acc = Accelerator(
         cpu=cfg.train.cpu or to_cpu,
         mixed_precision="no",
-        log_with="wandb" if wandb_mode(cfg) else None,
+        log_with="wandb" if wandb_enabled(cfg) else None,
         project_config=ProjectConfiguration(project_dir=cfg.train.out_dir),
         **kwargs,
     )
@@ -75,6 +75,10 @@ def make_accelerator(cfg, **kwargs):
         )
     if to_cpu:
         acc.print(f"no GPU here: the {world} launched processes train data-parallel on the CPU (gloo)")
+    if acc.gradient_accumulation_steps > 1:  # `accelerate launch --gradient_accumulation_steps N`: not our loop's
+        acc.print(f"warning: accelerate's gradient_accumulation_steps={acc.gradient_accumulation_steps} is ignored: "
+                  f"lyricdist accumulates with train.grad_accum (pass --train.grad_accum "
+                  f"{acc.gradient_accumulation_steps} to `lyricdist train` instead)")
     return acc
 
 

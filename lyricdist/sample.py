@@ -230,11 +230,22 @@ def sample(
         guidance: w of --against (0 = off; 1-3 sharpens the style)
     """
     check_ranges(sample, locals())
-    temps = [1.0] if argmax else list(temperature)
-    if not temps:
+    if not argmax and not list(temperature):
         raise LyricdistError("--temperature needs at least one value; use --argmax for greedy decoding")
     model, vocab, config = load_checkpoint(checkpoint, device=device)
     use_for_inference(model, device, mixed_precision)
+    return sample_from(model, vocab, config, primetext, length, temperature, top_k, num_samples, seed, argmax,
+                       drop_unknown, artist, artist_mix, alpha, against, guidance)
+
+
+def sample_from(model: CharRNN, vocab: Vocab, config: dict, primetext: str = "", length: int = 500,
+                temperature: Sequence[float] = (1.0,), top_k: int = 0, num_samples: int = 1, seed: int = 0,
+                argmax: bool = False, drop_unknown: bool = False, artist: str | None = None,
+                artist_mix: str | None = None, alpha: float = 0.5, against: str | None = None,
+                guidance: float = 0.0) -> list[SampleResult]:
+    """`sample` on a loaded model (its config.json as `config`), set up for inference by the caller: the same
+    seed gives the same text as `lyricdist sample` (lyricdist.pretrained.LyricsModel.generate uses it)."""
+    temps = [1.0] if argmax else list(temperature)
     ids = prime_ids(vocab, primetext, drop_unknown)
     if not ids:
         ids = [vocab.chars.index("\n")] if "\n" in vocab else [0]

@@ -1,7 +1,8 @@
 """Metrics to OUT_DIR/metrics.jsonl always, and to Weights & Biases through accelerate's tracker.
 
-Only the main process writes or talks to wandb. Without WANDB_API_KEY and without an explicit mode the run
-is offline (synced later with `wandb sync`). Secrets are never part of the logged config.
+Only the main process writes or talks to wandb. Without an explicit mode (tracking.mode, or WANDB_MODE) a run is
+online when wandb has credentials -- WANDB_API_KEY, or the key `wandb login` stored -- and offline otherwise (synced
+later with `wandb sync`); the start-up line says which and why. Secrets are never part of the logged config.
 """
 
 from __future__ import annotations
@@ -35,16 +36,54 @@ def scrub(obj: Any) -> Any:
     return obj
 
 
-def wandb_mode(cfg: RunConfig) -> str | None:
-    """The wandb mode to use, or None when wandb is off."""
+def wandb_enabled(cfg) -> bool:
+    """Whether a run logs to wandb at all (online or offline): cheap, asks wandb nothing, so every process may call it."""
     t = cfg.tracking
-    if t.backend == "none" or t.mode == "disabled":
-        return None
+    return t.backend != "none" and t.mode != "disabled" and os.environ.get("WANDB_MODE") != "disabled"
+
+
+def wandb_credentials() -> tuple[bool, str]:
+    """(found, why): whether wandb finds credentials for its server (WANDB_BASE_URL, default api.wandb.ai) as wandb
+    itself looks for them -- WANDB_API_KEY, an identity token file, the key `wandb login` stored in ~/.netrc (or
+    $NETRC), a settings file -- through `wandb.login(prompt=False, verify=False)`, which wandb documents as the way
+    to check for credentials without prompting. Nothing is parsed by hand, nothing is written when none is found,
+    and the key is not checked against the server (wandb may print its "logged in as" line when one is found)."""
+    import wandb
+
+    try:
+        if wandb.login(prompt=False, verify=False):
+            return True, "wandb has credentials (WANDB_API_KEY or `wandb login`)"
+    except Exception as e:  # noqa: BLE001 - a malformed key or netrc
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        return False, f"wandb's credentials are unusable ({first}); fix them or run `wandb login --relogin`"
+    return False, "no wandb credentials: run `wandb login` or set WANDB_API_KEY to log online"
+
+
+def wandb_decision(cfg) -> tuple[str | None, str]:
+    """(mode, why): the wandb mode to use (None when wandb is off) and the reason, for the start-up line.
+
+    An explicit tracking.mode wins, then WANDB_MODE; otherwise online when wandb has credentials (see
+    wandb_credentials; only the main process should ask), else offline."""
+    t = cfg.tracking
+    if t.backend == "none":
+        return None, "tracking.backend is none"
+    if t.mode == "disabled":
+        return None, "tracking.mode is disabled"
     if t.mode:
-        return t.mode
-    if os.environ.get("WANDB_MODE") in ("online", "offline", "disabled"):
-        return None if os.environ["WANDB_MODE"] == "disabled" else os.environ["WANDB_MODE"]
-    return "online" if os.environ.get("WANDB_API_KEY") else "offline"
+        return t.mode, f"tracking.mode is {t.mode}"
+    env = os.environ.get("WANDB_MODE")
+    if env in ("online", "offline", "disabled"):
+        return (None if env == "disabled" else env), f"WANDB_MODE is {env}"
+    found, why = wandb_credentials()
+    return ("online" if found else "offline"), why
+
+
+def wandb_mode(cfg) -> str | None:
+    """The wandb mode to use, or None when wandb is off (see wandb_decision)."""
+    return wandb_decision(cfg)[0]
+
+
+SUMMARIES = {"val_loss": "min", "val_bpc": "min"}  # the run's summary shows the best validation figures, not the last
 
 
 class Tracker:
@@ -67,13 +106,14 @@ class Tracker:
       S; the saved state then records the new id. Steps are never offset or renumbered.
     """
 
-    def __init__(self, accelerator, cfg: RunConfig, out_dir: Path, run_id: str | None = None, resume_step: int = 0):
+    def __init__(self, accelerator, cfg: RunConfig, out_dir: Path, run_id: str | None = None, resume_step: int = 0,
+                 job_type: str = "train"):
         self.accelerator = accelerator
         self.cfg = cfg
         self.out_dir = out_dir
         self.main = accelerator.is_main_process
         self.metrics_path = out_dir / "metrics.jsonl"
-        self.mode = wandb_mode(cfg)
+        self.mode = None  # decided by the main process alone (it asks wandb for credentials)
         self.run = None
         self.run_id = run_id
         self.corpus_artifact: str | None = None
@@ -83,14 +123,19 @@ class Tracker:
             return
         logged_past_resume = self._truncate_metrics(resume_step)
         self._wall_offset = self._last_wall_s()
+        self.mode, why = wandb_decision(cfg)
+        print(f"wandb: {self.mode or 'off'} ({why})", file=sys.stderr)
         if self.mode is None:
             return
         t = cfg.tracking
         config = scrub(cfg.to_dict())
+        corpus = getattr(cfg.data, "corpus", None)
         base = {
             "name": t.run_name or out_dir.resolve().name,
             "entity": t.entity,
             "tags": list(t.tags) or None,
+            "group": t.group or (Path(corpus).resolve().name if corpus else None),
+            "job_type": job_type,
             "mode": self.mode,
             "dir": str(out_dir),
         }
@@ -112,6 +157,8 @@ class Tracker:
             self.run_id = run_id or uuid.uuid4().hex[:12]
             self._init(config, {**base, "id": self.run_id, **({"resume": "allow"} if run_id else {})})
         self.run = accelerator.get_tracker("wandb", unwrap=True)
+        for key, summary in SUMMARIES.items():
+            self.run.define_metric(key, summary=summary)
         self.corpus_artifact = self._log_corpus(getattr(cfg.data, "corpus", None))
         if self.mode == "offline":
             run_dir = self.run.dir.rsplit("/files", 1)[0]

@@ -82,3 +82,31 @@ def test_argument_errors_name_the_option_as_typed_in_one_line(argv, message, cap
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err, err
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("argv, present, absent", [
+    (["prepare", "--help"], ["hf:USER/DATASET[@REVISION][:SPLIT]"], []),
+    (["similarity", "eval", "--help"], ["usage: lyricdist similarity eval "], ["__main__"]),
+    (["similarity", "embed", "--help"], ["usage: lyricdist similarity embed ", "--tracking.project"],
+     ["log_checkpoints"]),  # embed logs no checkpoints
+])
+def test_help_says_what_the_command_takes(argv, present, absent, capsys):
+    with pytest.raises(SystemExit):
+        cli.main(argv)
+    out = " ".join(capsys.readouterr().out.split())  # help wraps lines
+    assert all(p in out for p in present) and not any(a in out for a in absent), out
+
+
+def test_accelerates_gradient_accumulation_is_not_ignored_silently(monkeypatch, capsys, demo_corpus, tmp_path):
+    """`accelerate launch --gradient_accumulation_steps 4` sets this variable; lyricdist's loop accumulates with
+    train.grad_accum, so it says so instead of dropping the setting without a word."""
+    from conftest import tiny_config
+    from lyricdist.run import make_accelerator
+
+    cfg = tiny_config(demo_corpus, tmp_path)
+    make_accelerator(cfg)
+    assert "gradient_accumulation_steps" not in capsys.readouterr().out
+    monkeypatch.setenv("ACCELERATE_GRADIENT_ACCUMULATION_STEPS", "4")
+    make_accelerator(cfg)
+    out = capsys.readouterr().out
+    assert "gradient_accumulation_steps=4 is ignored" in out and "--train.grad_accum 4" in out, out

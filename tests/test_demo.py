@@ -20,6 +20,10 @@ def test_demo_without_token_trains_on_the_bundled_corpus_and_prints_samples(tmp_
     assert sorted(meta["artists"]) == ["DJ Kilowatt", "Juniper Vale"]
     assert (tmp_path / "demo" / "train" / "checkpoints" / "best" / "model.safetensors").exists()
     assert list((tmp_path / "demo" / "train" / "wandb").glob("offline-run-*"))  # wandb offline by default
+    from test_tracking import wandb_records
+
+    runs = [r["run"] for r in wandb_records(tmp_path / "demo" / "train") if r["type"] == "run"]
+    assert [r["display_name"] for r in runs] == ["demo"]  # named after the demo, not its `train` directory
 
 
 @pytest.mark.slow

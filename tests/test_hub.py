@@ -41,10 +41,10 @@ def _front_matter(card: str) -> dict:
 
 @pytest.mark.slow
 def test_push_commits_the_checkpoint_and_a_model_card(hub, checkpoint):
-    proc = run_cli("push", str(checkpoint), "me/lyrics", "--private", env=hub.env)
+    proc = run_cli("push", str(checkpoint), "me/lyrics", env=hub.env)
     assert "me/lyrics" in proc.stdout and "lyricdist sample hf:me/lyrics" in proc.stdout
     assert FAKE_HF_TOKEN not in proc.stdout + proc.stderr
-    assert hub.repos["me/lyrics"].private
+    assert hub.repos["me/lyrics"].private  # private unless --visibility public, as `scrape --push-to-hub`
     (commit,) = hub.commits
     assert set(commit["files"]) == {"config.json", "vocab.json", "model.safetensors", "README.md"}
     for name in ("config.json", "vocab.json", "model.safetensors"):
@@ -57,6 +57,11 @@ def test_push_commits_the_checkpoint_and_a_model_card(hub, checkpoint):
     assert meta["library_name"] == "lyricdist" and meta["pipeline_tag"] == "text-generation"
     assert "lyricdist" in meta["tags"]
     config = json.loads((checkpoint / "config.json").read_text())
+    assert meta["license"] == "unknown"  # the lyrics' rights are the user's to state (--license)
+    (result,) = meta["model-index"][0]["results"]  # the Hub's evaluation results: the validation loss
+    assert result["dataset"]["split"] == "validation"
+    assert {m["type"]: m["value"] for m in result["metrics"]} == pytest.approx(
+        {"loss": config["val_loss"], "bpc": config["val_loss"] / __import__("math").log(2)}, abs=1e-4)
     assert "1 x 32 LSTM" in card  # configs/tiny.yaml's shape
     assert f"{config['val_loss']:.4f} nats/char" in card and "bits/char" in card
     assert "lyricdist sample hf:me/lyrics" in card
@@ -215,3 +220,93 @@ def test_memorisation_check_on_a_download_names_what_it_needs(hub, checkpoint):
     proc = run_cli("sample", "hf:me/moved", "--length", "20", "--check-memorization", env=hub.env, check=False)
     assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
     assert "/elsewhere/corpus/demo" in proc.stderr and "pass --corpus DIR" in proc.stderr
+
+
+@pytest.mark.slow
+def test_push_promotes_remote_references_with_license_datasets_and_visibility(hub, checkpoint, tmp_path):
+    """`push` takes what every checkpoint reader takes: hf: (another repo, a pinned revision) and wandb: (promote a
+    W&B model to the Hub); --visibility public, --license and --datasets reach the repo and its card."""
+    run_cli("push", str(checkpoint), "me/lyrics", env=hub.env)
+    proc = run_cli("push", "hf:me/lyrics", "me/promoted", "--visibility", "public", "--license", "mit",
+                   "--datasets", "me/lyrics-dataset", env=hub.env)
+    assert "me/promoted" in proc.stdout
+    assert not hub.repos["me/promoted"].private
+    promoted = hub.commits[-1]["files"]
+    for name in ("config.json", "vocab.json", "model.safetensors"):
+        assert promoted[name] == (checkpoint / name).read_bytes(), name
+    meta = _front_matter(promoted["README.md"].decode())
+    assert meta["license"] == "mit" and meta["datasets"] == ["me/lyrics-dataset"]
+    assert meta["model-index"][0]["results"][0]["dataset"]["type"] == "me/lyrics-dataset"
+
+    with FakeWandb() as wb:
+        wb.add_artifact("me", "lyricdist", "model-abc123", {p.name: p.read_bytes() for p in checkpoint.iterdir()},
+                        ["best"])
+        env = {**hub.env, "WANDB_BASE_URL": wb.url, "WANDB_API_KEY": "local-" + "f" * 40, "WANDB_MODE": "online",
+               "LYRICDIST_CACHE": str(tmp_path / "cache"), "WANDB_CACHE_DIR": str(tmp_path / "wandb-cache"),
+               "WANDB_DIR": str(tmp_path / "wandb-dir"), "WANDB_CONFIG_DIR": str(tmp_path / "wandb-config")}
+        run_cli("push", "wandb:me/lyricdist/model-abc123:best", "me/from-wandb", env=env)
+    from_wandb = hub.commits[-1]
+    assert from_wandb["repo"] == "me/from-wandb" and hub.repos["me/from-wandb"].private
+    assert from_wandb["files"]["model.safetensors"] == (checkpoint / "model.safetensors").read_bytes()
+
+    proc = run_cli("push", "hf:me/absent", "me/x", env=hub.env, check=False)
+    assert proc.returncode == 1 and "no such model repo" in proc.stderr and proc.stderr.count("\n") == 1
+
+
+def test_push_and_scrape_share_one_visibility_option(capsys):
+    """One flag, one default, one help line for every repo lyricdist creates."""
+    from lyricdist.cli import main
+
+    helps = []
+    for command in ("push", "scrape"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert "--public" not in text and "--private" not in text, command
+        helps.append(text[text.rindex("--visibility"):].split(" --")[0])  # its help line, not the usage line
+    assert helps[0] == helps[1] and "default: private" in helps[0], helps
+
+
+PRETRAINED = """
+import json, sys
+from lyricdist import LyricsModel
+from lyricdist.sample import sample
+
+ckpt, first = sys.argv[1], sys.argv[2]
+out = {}
+model = LyricsModel.from_pretrained("hf:me/lyrics")
+out["hf"] = model.generate("the ", length=80, temperature=0.7, seed=3)
+out["bare"] = LyricsModel.from_pretrained("me/lyrics", revision=first).generate("the ", length=80, temperature=0.7,
+                                                                               seed=3)
+out["local"] = LyricsModel.from_pretrained(ckpt).generate("the ", length=80, temperature=0.7, seed=3)
+out["cli"] = sample(ckpt, primetext="the ", length=80, temperature=[0.7], seed=3)[0].text
+out["url"] = model.push_to_hub("me/copy")
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+def test_lyrics_model_from_pretrained_generates_like_sample_and_pushes_a_lyricdist_checkpoint(hub, checkpoint, tmp_path):
+    """The Python class (on huggingface_hub's PyTorchModelHubMixin) against the fake Hub: hf:REPO, a bare repo id
+    with a revision and a local checkpoint load and generate `lyricdist sample`'s text; push_to_hub writes a
+    lyricdist checkpoint (vocab.json included, private repo, lyricdist's card) that `lyricdist sample` reads."""
+    import subprocess
+    import sys
+
+    run_cli("push", str(checkpoint), "me/lyrics", env=hub.env)
+    first = hub.repos["me/lyrics"].commits[0]
+    import os
+
+    proc = subprocess.run([sys.executable, "-c", PRETRAINED, str(checkpoint), first], capture_output=True, text=True,
+                          env={**os.environ, **hub.env}, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["hf"] == out["bare"] == out["local"] == out["cli"] and out["cli"].startswith("the ")
+    assert hub.repos["me/copy"].private
+    copy = hub.commits[-1]["files"]
+    assert {"config.json", "vocab.json", "model.safetensors", "README.md"} <= set(copy)
+    assert copy["vocab.json"] == (checkpoint / "vocab.json").read_bytes()
+    card = copy["README.md"].decode()
+    assert _front_matter(card)["library_name"] == "lyricdist" and "lyricdist sample hf:me/copy" in card
+    args = ["--primetext", "the ", "--length", "80", "--temperature", "0.7", "--seed", "3"]
+    assert run_cli("sample", "hf:me/copy", *args, env=hub.env).stdout.rstrip("\n") == out["cli"]

@@ -104,6 +104,8 @@ def test_dockerfile_passes_hadolint():
     assert last["ENTRYPOINT"] == '["lyricdist"]'
     assert last["USER"].split(":")[0] not in ("root", "0")
     assert "/data" in last["VOLUME"]
+    assert last["EXPOSE"] == "7860"  # `lyricdist app`'s port, on all of the container's interfaces:
+    assert "GRADIO_SERVER_NAME=0.0.0.0" in " ".join(a for i, a in dockerfile_instructions() if i == "ENV")
 
 
 def dockerfile_instructions() -> list[tuple[str, str]]:
@@ -215,10 +217,17 @@ def test_dockerfile_installs_dependencies_in_a_layer_before_the_source():
         assert not (instr == "RUN" and "pip install" in args and " . " in f" {args} "), "installs the package early"
 
 
+DOCKER_BUILD_OPT_IN = "LYRICDIST_TEST_DOCKER_BUILD"
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
 def test_docker_build_keeps_the_base_images_torch():
-    """Where docker runs: the image builds, and its torch is still the base image's (pip did not swap it)."""
+    """Opt-in (LYRICDIST_TEST_DOCKER_BUILD=1; it pulls a multi-GB CUDA base image and takes many minutes): the image
+    builds, and its torch is still the base image's (pip did not swap it). A docker daemon that merely answers does
+    not start it."""
+    if os.environ.get(DOCKER_BUILD_OPT_IN) != "1":
+        pytest.skip(f"the image build is opt-in: set {DOCKER_BUILD_OPT_IN}=1 to build it")
     docker = shutil.which("docker")
     if not docker:
         pytest.skip("docker is not installed")

@@ -149,3 +149,20 @@ def test_artist_option_takes_names_or_a_list(tmp_path):
     assert "1 artist(s)" in proc.stdout
     meta = prepare(["demo"], str(tmp_path / "ex"), exclude_artists=["dj kilowatt"], quiet=True)
     assert meta["artists"] == ["Juniper Vale"]
+
+
+def test_progress_shows_on_a_pass_that_takes_a_while(tmp_path, capsys, monkeypatch):
+    """Both passes report characters on stderr once they have run PROGRESS_DELAY_S (set to 0 here, as if the
+    input were large); a quick pass (the default 2 s delay on a small file) and `quiet` show nothing."""
+    import lyricdist.prepare as prep
+
+    src = tmp_path / "in.txt"
+    src.write_text("a line of text\n" * 2000)
+    prepare([str(src)], str(tmp_path / "quick"))
+    assert "encoding" not in capsys.readouterr().err
+    monkeypatch.setattr(prep, "PROGRESS_DELAY_S", 0)
+    prepare([str(src)], str(tmp_path / "slow"))
+    err = capsys.readouterr().err
+    assert "reading" in err and "encoding" in err and "char" in err, err
+    prepare([str(src)], str(tmp_path / "quiet"), quiet=True)
+    assert capsys.readouterr().err == ""

@@ -239,7 +239,7 @@ def test_help_lists_every_option_with_its_default(capsys):
     assert done.value.code == 0
     text = " ".join(capsys.readouterr().out.split())
     for option, default in [("--workers", "8"), ("--rate-limit", "5.0"), ("--retries", "5"), ("--timeout", "10.0"),
-                            ("--backoff", "1.0"), ("--public, --no-public", "False"), ("--progress, --no-progress", "True"),
+                            ("--backoff", "1.0"), ("--visibility", "private"), ("--progress, --no-progress", "True"),
                             ("--push-to-hub", "null"), ("--artists-file", "null")]:
         assert re.search(re.escape(option) + r" .*?default: " + re.escape(default), text), option
     assert "--max-songs MAX_SONGS most popular songs per artist (required, type: PositiveInt)" in text
@@ -768,8 +768,8 @@ def _written_dataset(out: Path):
     return rows
 
 
-@pytest.mark.parametrize("public", [False, True])
-def test_push_sends_our_card_and_the_data_to_a_private_repo(fake_hub, tmp_path, public):
+@pytest.mark.parametrize("visibility", ["private", "public"])
+def test_push_sends_our_card_and_the_data_to_a_private_repo(fake_hub, tmp_path, visibility):
     import io
 
     import pandas as pd
@@ -778,12 +778,11 @@ def test_push_sends_our_card_and_the_data_to_a_private_repo(fake_hub, tmp_path, 
 
     out = tmp_path / "ds"
     rows = _written_dataset(out)
-    push_to_hub(out, "someone/lyrics", public=public)
+    push_to_hub(out, "someone/lyrics", visibility=visibility)
 
     create = fake_hub.body("/api/repos/create")
     assert (create["organization"], create["name"], create["type"]) == ("someone", "lyrics", "dataset")
-    assert create.get("visibility", "private" if create.get("private") else "public") == (
-        "public" if public else "private")
+    assert create.get("visibility", "private" if create.get("private") else "public") == visibility
     files = fake_hub.committed_files()
     assert set(files) == {"README.md", HUB_DATA_FILE}
     assert files["README.md"] == (out / "README.md").read_bytes()  # the card this scrape wrote, not the Hub's

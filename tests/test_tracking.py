@@ -14,7 +14,7 @@ from conftest import CONFIGS, read_text_tree, run_cli, tiny_config
 from lyricdist.train import train
 from lyricdist.tracking import Tracker, scrub, wandb_mode
 
-FAKE_WANDB_KEY = "wandbkey-" + "9" * 31
+FAKE_WANDB_KEY = "wandbkey-" + "9" * 40  # wandb accepts keys of 40+ characters
 FAKE_GENIUS = "genius-token-SECRETVALUE123"
 
 
@@ -123,16 +123,92 @@ def test_samples_do_not_change_training(demo_corpus, tmp_path):
 
 
 def test_mode_defaults(monkeypatch, demo_corpus, tmp_path):
+    """Explicit modes (credentials are asked for only without one: test_a_key_stored_by_wandb_login_...)."""
     cfg = tiny_config(demo_corpus, tmp_path, "--tracking.backend=wandb")
-    for var in ("WANDB_MODE", "WANDB_API_KEY"):
-        monkeypatch.delenv(var, raising=False)
-    assert wandb_mode(cfg) == "offline"
     monkeypatch.setenv("WANDB_API_KEY", FAKE_WANDB_KEY)
+    monkeypatch.setenv("WANDB_MODE", "offline")  # the environment's mode wins over credentials
+    assert wandb_mode(cfg) == "offline"
+    cfg.tracking.mode = "online"  # and the config's over the environment's
     assert wandb_mode(cfg) == "online"
     cfg.tracking.mode = "disabled"
     assert wandb_mode(cfg) is None
     cfg.tracking.mode, cfg.tracking.backend = None, "none"
     assert wandb_mode(cfg) is None
+
+
+DECIDE = """
+from types import SimpleNamespace as S
+from lyricdist.tracking import wandb_decision
+print("MODE", *wandb_decision(S(tracking=S(backend="wandb", mode=None))))
+"""
+
+
+def _decide(env: dict) -> tuple[str, str]:
+    proc = subprocess.run([sys.executable, "-c", DECIDE], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    line = next(l for l in proc.stdout.splitlines() if l.startswith("MODE "))
+    return line, proc.stdout + proc.stderr
+
+
+def _wandb_free_env(tmp_path: Path) -> dict:
+    """This environment without any WANDB_* variable, in a fresh HOME (no ~/.netrc) and wandb config dir."""
+    import os
+
+    (tmp_path / "home").mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_") and k != "NETRC"}
+    return {**env, "HOME": str(tmp_path / "home"), "WANDB_CONFIG_DIR": str(tmp_path / "wandb-config"),
+            "WANDB_DIR": str(tmp_path / "wandb-dir"), "WANDB_CACHE_DIR": str(tmp_path / "wandb-cache")}
+
+
+@pytest.mark.slow
+def test_a_key_stored_by_wandb_login_makes_runs_online(tmp_path):
+    """No WANDB_API_KEY: the run is online when `wandb login` stored a key (in the temporary HOME's ~/.netrc, for
+    the server it was given), offline when none is stored. wandb itself is asked; the server is a fake on
+    127.0.0.1 (wandb's "logged in as" line asks it who the key belongs to)."""
+    from fake_wandb import FakeWandb
+
+    env = _wandb_free_env(tmp_path)
+    with FakeWandb() as wb:
+        line, _ = _decide({**env, "WANDB_BASE_URL": wb.url})
+        assert line.startswith("MODE offline no wandb credentials"), line
+        assert not (tmp_path / "home" / ".netrc").exists()  # asking wrote nothing
+
+        login = subprocess.run(["wandb", "login", "--host", wb.url, FAKE_WANDB_KEY], env=env, capture_output=True,
+                               text=True, timeout=120)
+        assert login.returncode == 0, login.stderr
+        assert FAKE_WANDB_KEY in (tmp_path / "home" / ".netrc").read_text()  # what `wandb login` stores
+
+        line, output = _decide(env)  # the server `wandb login --host` saved in wandb's settings
+        assert line.startswith("MODE online wandb has credentials"), line
+        assert FAKE_WANDB_KEY not in output
+        # a key stored for another server is not a credential for this one
+        line, _ = _decide({**env, "WANDB_BASE_URL": "http://127.0.0.1:9"})
+        assert line.startswith("MODE offline"), line
+    # WANDB_API_KEY alone is a credential; a malformed one is named, and the run stays offline
+    line, _ = _decide({**_wandb_free_env(tmp_path / "other"), "WANDB_API_KEY": FAKE_WANDB_KEY,
+                       "WANDB_BASE_URL": "http://127.0.0.1:9"})
+    assert line.startswith("MODE online"), line
+    line, output = _decide({**_wandb_free_env(tmp_path / "other"), "WANDB_API_KEY": "short"})
+    assert line.startswith("MODE offline wandb's credentials are unusable (WANDB_API_KEY invalid"), line
+
+
+@pytest.mark.slow
+def test_training_says_which_mode_and_logs_summaries_group_and_job_type(demo_corpus, tmp_path):
+    """Without credentials a run says on start-up that it is offline and why; its wandb run has a group (the
+    corpus), a job type, and min summaries of val_loss and val_bpc."""
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "lyricdist", "train", "--config", str(CONFIGS / "tiny.yaml"),
+                           f"--data.corpus={demo_corpus}", f"--train.out_dir={out}", "--tracking.backend=wandb",
+                           "--train.max_steps=10", "--train.eval_every=5"],
+                          env=_wandb_free_env(tmp_path), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "wandb: offline (no wandb credentials: run `wandb login` or set WANDB_API_KEY" in proc.stderr, proc.stderr
+    records = wandb_records(out)
+    run = next(r["run"] for r in records if r["type"] == "run")
+    assert run["job_type"] == "train" and run["run_group"] == demo_corpus.name, run
+    metrics = {r["metric"]["name"]: r["metric"] for r in records if r["type"] == "metric" and "name" in r["metric"]}
+    assert set(metrics) >= {"val_loss", "val_bpc"}, metrics
+    assert all(metrics[k]["summary"].get("min") for k in ("val_loss", "val_bpc")), metrics
 
 
 def test_scrub_removes_secrets(monkeypatch):
@@ -211,7 +287,7 @@ class FakeAccelerator:
 
     def get_tracker(self, name, unwrap=False):
         return SimpleNamespace(dir="/nowhere/files", use_artifact=lambda artifact: None,
-                               log_artifact=lambda artifact, **kw: None)
+                               log_artifact=lambda artifact, **kw: None, define_metric=lambda name, **kw: None)
 
 
 def _logged(out: Path, steps: list[int]) -> None:

@@ -91,9 +91,9 @@ def dataset_card(report: ScrapeReport) -> str:
     return "\n".join(lines) + "\n"
 
 
-def push_to_hub(out: Path, repo_id: str, public: bool = False) -> None:
+def push_to_hub(out: Path, repo_id: str, visibility: str = "private") -> None:
     """Upload the dataset in `out` as parquet, with the card this scrape wrote (`out`/README.md), in one commit to
-    the Hub dataset repo `repo_id`, created private unless `public` (an existing repo keeps its visibility).
+    the Hub dataset repo `repo_id`, created with `visibility` (private or public; an existing repo keeps its own).
 
     The token comes from HF_TOKEN or `hf auth login`; HF_ENDPOINT points at another Hub.
     """
@@ -102,7 +102,7 @@ def push_to_hub(out: Path, repo_id: str, public: bool = False) -> None:
 
     api = HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None)  # read now: huggingface_hub reads it at import
     try:
-        api.create_repo(repo_id, repo_type="dataset", private=not public, exist_ok=True)
+        api.create_repo(repo_id, repo_type="dataset", private=visibility != "public", exist_ok=True)
         with tempfile.TemporaryDirectory() as tmp:
             parquet = Path(tmp) / "train.parquet"
             datasets.load_from_disk(str(out))["train"].to_parquet(str(parquet))

@@ -19,6 +19,7 @@ from jsonargparse.typing import NonNegativeFloat, NonNegativeInt, PositiveFloat,
 
 from ..errors import LyricdistError
 from ..fileio import atomic_write_json, recover_dir
+from ..hub import DEFAULT_VISIBILITY, Visibility
 from .artists import ArtistSpec, load_artists_file, parse_artist_entry, unique_artists
 from .cleaning import clean_songs
 from .client import RECORD_VERSION, TOKEN_ENV, FetchSettings, Secret, fetch_artist, genius_roots, lyrics_failure
@@ -144,7 +145,7 @@ def scrape(
     backoff: NonNegativeFloat = 1.0,
     timeout: PositiveFloat = 10.0,
     push_to_hub: str | None = None,
-    public: bool = False,
+    visibility: Visibility = DEFAULT_VISIBILITY,
     parquet: bool = False,
     progress: bool = True,
 ) -> ScrapeReport:
@@ -166,7 +167,7 @@ def scrape(
         backoff: seconds of exponential backoff (doubling per retry, jittered); a 429 pauses everyone this long
         timeout: seconds before a request times out
         push_to_hub: also push the dataset and its card to this Hub dataset repo (USER/NAME)
-        public: create the Hub repo public (default: private)
+        visibility: visibility of a repo created on the Hub (an existing repo keeps its own)
         parquet: also write parquet/train.parquet
         progress: show a progress bar
     """
@@ -243,5 +244,5 @@ def scrape(
         write_dataset(out, rows, report, parquet=parquet, progress=progress)
         report.dataset_written = True
         if push_to_hub:
-            push_dataset(out, push_to_hub, public=public)
+            push_dataset(out, push_to_hub, visibility=visibility)
     return report

@@ -38,13 +38,15 @@ def cli_parser():
     emb.add_argument("checkpoint", help="a `similarity train` out_dir or checkpoint directory")
     emb.add_argument("--sources", type=list[str], default=[], help="songs to plot (default: the training sources)")
     emb.add_argument("--out", default="embedding.png", help="PNG to write (the points go beside it as .json)")
-    emb.add_class_arguments(TrackingConfig, "tracking")
+    emb.add_class_arguments(TrackingConfig, "tracking", skip={"log_checkpoints"})  # embed logs no checkpoints
     emb.set_defaults({"tracking.backend": "none"})
     sub.add_subcommand("embed", emb, help="plot song vectors")
 
     sc = function_parser(score)
     sc.add_argument("--out", default=None, help="also write the result as JSON here")
     sub.add_subcommand("score", sc, help="style attribution of a collaboration or a text")
+    for name, parser in (("train", train), ("eval", ev), ("embed", emb), ("score", sc)):
+        parser.prog = f"lyricdist similarity {name}"  # usage lines name the command as it is typed
     return p
 
 

@@ -279,7 +279,7 @@ def _train(cfg: SimilarityConfig, pairs: PairSet | None, resume: bool) -> dict:
     if acc.is_main_process:
         atomic_write_json(out / TEST_SET, _test_set(pairs.songs, pairs.test))
         atomic_write_json(out / "pairs_info.json", pairs.info)
-    tracker = Tracker(acc, cfg, out, run_id=run_id, resume_step=step)
+    tracker = Tracker(acc, cfg, out, run_id=run_id, resume_step=step, job_type="similarity-train")
     weights = [*acc.unwrap_model(arm.model).parameters(), *arm.full_precision().values()]  # what a save writes
     guard = DivergenceGuard(acc, out, weights,
                             fix_hint(t.lr, t.grad_clip), getattr(arm, "scaler", None), grad_norm=False)

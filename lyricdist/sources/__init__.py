@@ -3,7 +3,8 @@
 A source is either a collection of songs (kind "songs": `songs()` yields Song; split into train/validation by
 whole song) or one continuous text (kind "text": `chunks()` yields str in bounded memory; char-rnn's input.txt,
 whose validation is its last fraction); both have `name` and `default_lowercase`. Kinds: text files, `demo`, scraped dataset directories,
-giitaayan files, Hub datasets (`hf:USER/DATASET[:SPLIT]`) and parquet files. New sources register themselves with
+giitaayan files, Hub datasets (`hf:USER/DATASET[:SPLIT]`), parquet files and public corpora fetched by name
+(`tinyshakespeare`, `giitaayan`: lyricdist.sources.public). New sources register themselves with
 `register_source`; `open_source` picks the first whose `detect` accepts the argument, or the one named by a
 `kind:` prefix (`text:notes.txt`, `demo:`).
 """
@@ -96,7 +97,7 @@ def _load_builtin_sources() -> None:
     from . import demo, table, text  # noqa: F401  (registration side effect)
     import importlib
 
-    for optional in ("genius", "giitaayan"):
+    for optional in ("genius", "giitaayan", "public"):
         try:
             importlib.import_module(f"{__name__}.{optional}")
         except ModuleNotFoundError as e:  # source module not present in this build
