@@ -75,16 +75,37 @@ class OpCounter(TorchDispatchMode):
 
 
 def run_rnn(rnn: nn.RNNBase, inp, state=None):
-    """Run `rnn` in its own weights' dtype with autocast off: the fused kernel on the module's own tensors."""
+    """Run `rnn` in its own weights' dtype with autocast off: the fused kernel on the module's own tensors.
+
+    One timestep of an fp32 RNN on a CPU in eval mode (generation: one character per call) runs PyTorch's native
+    kernel instead of oneDNN's: there is no recurrence to fuse, and oneDNN reorders the weights on every call, which
+    costs more than the step's arithmetic (2 x 256 on one CPU thread: half the characters per second of the native
+    step, `scripts/bench/generate_speed.py`).
+    """
     dtype = rnn.weight_hh_l0.dtype
     with torch.autocast(_device_type(rnn.weight_hh_l0), enabled=False):
-        if isinstance(inp, nn.utils.rnn.PackedSequence):
+        packed = isinstance(inp, nn.utils.rnn.PackedSequence)
+        if packed:
             inp = inp._replace(data=inp.data.to(dtype))
         else:
             inp = inp.to(dtype)
         if state is not None:
             state = tuple(s.to(dtype) for s in state) if isinstance(state, tuple) else state.to(dtype)
-        return rnn(inp, state)
+        one_step = (not packed and not rnn.training and dtype == torch.float32 and inp.device.type == "cpu"
+                    and inp.dim() == 3 and inp.shape[1 if rnn.batch_first else 0] == 1)
+        with _native_cpu_kernel() if one_step else contextlib.nullcontext():
+            return rnn(inp, state)
+
+
+@contextlib.contextmanager
+def _native_cpu_kernel():
+    """oneDNN off for the block (torch's own flag, restored after; no warning as torch.backends.mkldnn.flags gives)."""
+    enabled = torch._C._get_mkldnn_enabled()
+    torch._C._set_mkldnn_enabled(False)
+    try:
+        yield
+    finally:
+        torch._C._set_mkldnn_enabled(enabled)
 
 
 def _device_type(t: torch.Tensor) -> str:
@@ -306,9 +327,14 @@ def choose_precision(mixed_precision: str, device: torch.device, shape: RNNShape
 
 
 def use_for_inference(model, device: str | torch.device, mixed_precision: str = "auto", batch: int = 8) -> Precision:
-    """Sampling and evaluation follow the training rule: the RNN's weights become the dtype whose fused kernel
-    runs here (no masters needed without an optimizer); the head stays fp32."""
-    precision = choose_precision(mixed_precision, torch.device(device), RNNShape.of(model.rnn, batch))
+    """Generation (sample, collab, the app) follows the training rule on a GPU: the RNN's weights become the dtype
+    whose fused kernel runs there (no masters needed without an optimizer); the head stays fp32. On a CPU, `auto` is
+    fp32: generation runs one character per call, where oneDNN's fused kernel gains nothing and PyTorch's native
+    fp32 step is the fastest (see run_rnn); an explicit bf16 request is still honoured."""
+    device = torch.device(device)
+    if mixed_precision == "auto" and device.type == "cpu":
+        mixed_precision = "no"
+    precision = choose_precision(mixed_precision, device, RNNShape.of(model.rnn, batch))
     cast_rnn(model.rnn, precision.rnn_dtype)
     return precision
 

@@ -170,3 +170,20 @@ def test_every_process_starts_from_rank_0s_masters(demo_corpus, tmp_path):
     assert ranks[0].keys() == ranks[1].keys() and any(k.startswith("master.") for k in ranks[0])
     for key in ranks[0]:
         assert torch.equal(ranks[0][key], ranks[1][key]), f"{key} differs between the processes"
+
+
+def test_cpu_generation_steps_run_the_native_fp32_kernel():
+    """Generation feeds one character per call: on a CPU oneDNN's fused kernel gains nothing there and reorders the
+    weights every call, so `auto` is fp32 and single steps run PyTorch's native kernel; the prompt (several
+    characters) still runs fused."""
+    from lyricdist.model import CharRNN, ModelConfig
+    from lyricdist.precision import OpCounter, use_for_inference
+    from lyricdist.sample import generate
+
+    model = CharRNN(ModelConfig(num_layers=2, hidden_size=16, artist_embedding_dim=4), 12, num_artists=2)
+    assert use_for_inference(model, "cpu").rnn_dtype == torch.float32
+    with OpCounter() as c:
+        out = generate(model, [1, 2, 3], 6, [1.0], generator=torch.Generator().manual_seed(0))
+    assert len(out[0]) == 6
+    assert c.ops["mkldnn_rnn_layer"] == 2, c.ops  # the prompt's call, one per layer; no step went through oneDNN
+    assert torch._C._get_mkldnn_enabled(), "oneDNN must be left on for everything else"
