@@ -306,8 +306,9 @@ def report(rows: list[dict], ranks: list[int], args, chars: int) -> None:
     print("\ntargets (200 M chars, 2-core CPU):")
     for name, (w, gb) in TARGETS.items():
         if (name, w) in by:
-            got = by[(name, w)]["peak_rss_bytes"] / 1e9
-            print(f"  {name} {w} rank(s): peak RSS per rank {got:.2f} GB <= {gb} GB: {'met' if got <= gb else 'MISSED'}")
+            got, at_setup = by[(name, w)]["peak_rss_bytes"] / 1e9, by[(name, w)]["setup_rss_bytes"] / 1e9
+            print(f"  {name} {w} rank(s): peak RSS per rank {got:.2f} GB <= {gb} GB: {'met' if got <= gb else 'MISSED'} "
+                  f"(at the end of set-up {at_setup:.2f} GB: {'met' if at_setup <= gb else 'MISSED'})")
     slow = max(r["wall_s"] for r in rows)
     print(f"  every run (start-up, {args.steps} steps, exit) <= {TARGET_WALL_S:.0f} s: slowest {slow:.1f} s: "
           f"{'met' if slow <= TARGET_WALL_S else 'MISSED'}")
