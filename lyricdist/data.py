@@ -14,6 +14,7 @@ songs are masked out of the loss: each song scores the prediction of its charact
 from __future__ import annotations
 
 import mmap
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,6 +103,9 @@ class _TokenReader:
     def __enter__(self) -> "_TokenReader":  # re-entrant: the file stays open until the outermost exit
         if self._users == 0 and self.path is not None:
             self._file = open(self.path, "rb", buffering=0)
+            if os.fstat(self._file.fileno()).st_size < self.tokens.offset + self.tokens.nbytes:  # replaced since
+                self._file.close()
+                self._file = self.path = None  # read through the mapping, which still sees the mapped file
         self._users += 1
         return self
 
