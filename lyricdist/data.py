@@ -2,7 +2,8 @@
 
 As in char-rnn, the text is cut into `batch_size` equal streams; step c reads chunk c of every stream, so the
 hidden state carried from one step to the next continues the same text. With W processes, rank r owns streams
-[r*B/W, (r+1)*B/W): the global batch, and so the math, is the same for any W.
+[r*B/W, (r+1)*B/W): the global batch, and so the math, is the same for any W. Those streams are one contiguous
+range of the text, so each rank reads and builds only its own share (memory and set-up time ~ corpus / W).
 
 Songs are aligned to chunks: each song is padded (virtually; the corpus is never copied) to a multiple of
 seq_len, so every song starts at a chunk boundary. The state is then reset only between chunks, and the fused
