@@ -241,7 +241,8 @@ def run(args, ranks: list[int], workdir: Path) -> None:
         print(f"  {name}: {path} - train {s['train']['chars']:,} chars / {s['train']['docs']:,} docs, val "
               f"{s['val']['chars']:,} / {s['val']['docs']:,}, vocab {meta['vocab_size']}"
               + (f"; prepared in {prep:.1f} s" if prep else ""))
-    header = (f"{'corpus':10} {'ranks':>5} | {'peak RSS/rank':>13} {'at set-up':>9} {'tables/rank':>11} | "
+    width = max([10] + [len(n) for n, _, _ in corpora])
+    header = (f"{'corpus':{width}} {'ranks':>5} | {'peak RSS/rank':>13} {'at set-up':>9} {'tables/rank':>11} | "
               f"{'1st step s':>10} {'wall s':>7} | {'read':>5} {'layout':>6} {'tables':>6} {'place':>6}")
     print(header + "\n" + "-" * len(header))
     rows = []
@@ -253,7 +254,7 @@ def run(args, ranks: list[int], workdir: Path) -> None:
             ph = r["phases"]
             phase_text = (f"{ph['read']:5.2f} {ph['layout']:6.2f} {ph['tables']:6.2f} {ph['placement']:6.2f}"
                           if r["has_phases"] else f"{'(not reported)':>27}")
-            print(f"{name:10} {w:>5} | {r['peak_rss_bytes'] / 1e9:10.2f} GB {r['setup_rss_bytes'] / 1e9:6.2f} GB "
+            print(f"{name:{width}} {w:>5} | {r['peak_rss_bytes'] / 1e9:10.2f} GB {r['setup_rss_bytes'] / 1e9:6.2f} GB "
                   f"{r['table_bytes'] / 1e6:8.0f} MB | "
                   f"{r['first_step_s']:10.1f} {r['wall_s']:7.1f} | {phase_text}", flush=True)
     print("peak RSS: the largest rank's, over the whole run and up to the end of set-up (before any step: the "
