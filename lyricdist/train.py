@@ -90,7 +90,8 @@ class Trainer:
         self.corpus = corpus = Corpus(cfg.data.corpus)
         starts, artists = corpus.doc_artist_ids("train")
         self.batches = StreamBatches(
-            corpus.tokens("train"), starts, artists, t.batch_size, t.seq_len, acc.process_index, acc.num_processes
+            corpus.tokens("train"), starts, artists, t.batch_size, t.seq_len, acc.process_index, acc.num_processes,
+            vocab_size=len(corpus.vocab),
         ).to(acc.device)
         local = t.batch_size // acc.num_processes
         if local % t.grad_accum:
@@ -100,7 +101,8 @@ class Trainer:
             )
         vstarts, vartists = corpus.doc_artist_ids("val")
         self.val = EvalStreams(
-            corpus.tokens("val"), vstarts, vartists, t.batch_size, t.seq_len, acc.process_index, acc.num_processes
+            corpus.tokens("val"), vstarts, vartists, t.batch_size, t.seq_len, acc.process_index, acc.num_processes,
+            vocab_size=len(corpus.vocab),
         ).to(acc.device)
         acc.print(f"batches: {self.batches.placement}; {self.batches.summary()}")
 
