@@ -257,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(run(args) or 0)
     except LyricdistError as e:
+        _leave_process_group()
         print(f"lyricdist {cmd}: error: {_one_line(e)}", file=sys.stderr)
         return e.exit_code  # 1 bad input; 3 training diverged; 4 run directory held by another writer
     except KeyboardInterrupt:
@@ -275,6 +276,14 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+
+
+def _leave_process_group() -> None:
+    """A launched process that stops on an error leaves its process group before exiting: otherwise the group's
+    threads can still be running when the interpreter exits ("terminate called without an active exception")."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def new_parser(description: str):

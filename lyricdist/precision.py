@@ -434,6 +434,79 @@ def masters_for(model: nn.Module, rnn: nn.RNNBase, precision: Precision) -> Mast
     return masters
 
 
+class MixedPrecision:
+    """What training one model's RNN in its precision takes, as one object: the dtype chosen by the probe at the
+    RNN's real shape, fp32 masters and gradients for 16-bit compute, the loss scaler for fp16, the optimizer step
+    that ties them together, and a fallback when the first real step fails. `state_dict` is the scaler's (the
+    masters are saved as the full-precision weights, `full_precision_state`). Call before accelerate's prepare."""
+
+    def __init__(self, acc, model: nn.Module, rnn: nn.RNNBase, request: str, batch: int):
+        self.acc, self.rnn, self.request = acc, rnn, request
+        self.shape = RNNShape.of(rnn, batch)
+        self.precision = choose_precision(request, acc.device, self.shape)
+        acc.print(self.precision.describe())
+        self.masters = masters_for(model, rnn, self.precision)
+        self._use()
+
+    def _use(self) -> None:
+        self.scaler = torch.amp.GradScaler(self.acc.device.type, enabled=self.precision.loss_scaling)
+        if self.acc.device.type == "cuda" and not self.precision.low_precision:  # fp32 weights: TF32 tensor cores
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.precision.rnn_dtype
+
+    def autocast(self):
+        return self.precision.autocast(self.acc.device)
+
+    def trained_params(self, params) -> list[torch.Tensor]:
+        return trained_params(params, self.masters)
+
+    def scale(self, loss: torch.Tensor) -> torch.Tensor:
+        return self.scaler.scale(loss)
+
+    def step(self, optimizer, clip):
+        """One update after backward (see optimizer_step); returns the gradient norm `clip()` gave."""
+        return optimizer_step(getattr(optimizer, "optimizer", optimizer), self.scaler, self.masters, clip)
+
+    def full_precision_state(self, module: nn.Module) -> dict[str, torch.Tensor]:
+        return full_precision_state(module, self.masters)
+
+    def state_dict(self) -> dict:
+        return {"grad_scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("grad_scaler") and self.scaler.is_enabled():
+            self.scaler.load_state_dict(state["grad_scaler"])
+
+    def guard_first_step(self, trial) -> bool:
+        """Run `trial()` (the first real batch forward and backward, outside DDP, random state forked): a 16-bit
+        kernel that passed the probe but fails on the real model falls back now (the next candidate, the same
+        one-line message) instead of crashing the run at step 1. Returns whether the dtype changed."""
+        failed: list[tuple[str, str]] = []
+        while self.precision.low_precision:
+            try:
+                with torch.random.fork_rng(devices=[self.acc.device] if self.acc.device.type == "cuda" else []):
+                    trial()
+                return bool(failed)
+            except (RuntimeError, NotImplementedError) as e:
+                if self.precision.name in {name for name, _ in failed}:
+                    raise
+                first_line = str(e).strip().splitlines()[0][:120] if str(e).strip() else ""
+                failed.append((self.precision.name, f"failed in the first training step ({type(e).__name__}: "
+                                                    f"{first_line})"))
+                self.precision = choose_precision(self.request, self.acc.device, self.shape, tuple(failed))
+                self.acc.print(self.precision.describe())
+                cast_rnn(self.rnn, self.precision.rnn_dtype)
+                self.masters.after_step()  # the masters, rounded to the new dtype, back into the weights
+                self._use()
+            finally:
+                if self.masters:
+                    self.masters.zero_grad()
+        return bool(failed)
+
+
 def trained_params(params, masters: MasterWeights | None) -> list[torch.Tensor]:
     """What the optimizer updates, in the model's parameter order: the masters in place of 16-bit RNN weights."""
     return [masters.master_of(p) if masters else p for p in params]

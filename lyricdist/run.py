@@ -256,12 +256,23 @@ class StopOnSignal:
     at once). With several processes, `requested` agrees across them with one all-reduce every `agree_every` steps
     (see `calibrate`) and whenever asked with now=True; a single process just reads its flag."""
 
-    def __init__(self, acc, agree_every: int, agree_seconds: float):
+    CALIBRATION_STEPS = 5  # steps timed to space the agreements of several processes
+
+    def __init__(self, acc, agree_every: int, agree_seconds: float, clock=time.perf_counter):
         self.acc = acc
         self.agree_every = max(1, agree_every)
         self.agree_seconds = agree_seconds
         self.signum: int | None = None
         self._previous: dict = {}
+        self._clock, self._timing = clock, None  # (first step, its time) until calibrated
+
+    def step_done(self, step: int) -> None:
+        """Called after every step: CALIBRATION_STEPS steps after the first it sees, `calibrate` from their time."""
+        if self._timing is None:
+            self._timing = (step, self._clock())
+        elif self._timing[0] is not None and step == self._timing[0] + self.CALIBRATION_STEPS:
+            self.calibrate((self._clock() - self._timing[1]) / self.CALIBRATION_STEPS)
+            self._timing = (None, 0.0)
 
     def __enter__(self) -> "StopOnSignal":
         if threading.current_thread() is threading.main_thread():

@@ -111,18 +111,16 @@ def forced_precision(name: str):
     from lyricdist.precision import DTYPES, Precision
 
     forced = Precision(DTYPES[name], "forced for the test", True, request=name)
+    real_choose = real.choose_precision  # taken now, before a test patches it with this stand-in
 
     def choose(mixed_precision, device, shape, failed=()):
-        return real.choose_precision(mixed_precision, device, shape, failed) if failed else forced
+        return real_choose(mixed_precision, device, shape, failed) if failed else forced
     return choose
 
 
 @pytest.fixture
 def force_bf16(monkeypatch):
     """Trainers pick bf16 whatever the CPU (see forced_precision)."""
-    import lyricdist.similarity.train as sim_train
-    import lyricdist.train as train_module
+    import lyricdist.precision as precision
 
-    choose = forced_precision("bf16")
-    monkeypatch.setattr(train_module, "choose_precision", choose)
-    monkeypatch.setattr(sim_train, "choose_precision", choose)
+    monkeypatch.setattr(precision, "choose_precision", forced_precision("bf16"))

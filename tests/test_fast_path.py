@@ -157,9 +157,9 @@ def test_bf16_resume_is_bitwise_on_cpu(demo_corpus, tmp_path, force_bf16):
 def test_fp16_path_scales_the_loss_and_updates_fp32_masters(demo_corpus, tmp_path, monkeypatch):
     """The fp16 plumbing (GradScaler on fp32 masters) on a CPU. A CPU has no fused fp16 RNN, so the start-up check
     would never pick fp16 here: the choice is forced; tests/test_gpu.py runs the real thing on a GPU."""
-    import lyricdist.train as train_module
+    import lyricdist.precision as precision_module
 
-    monkeypatch.setattr(train_module, "choose_precision", forced_precision("fp16"))
+    monkeypatch.setattr(precision_module, "choose_precision", forced_precision("fp16"))
     args = ["--train.max_steps=30", "--train.eval_every=30", "--train.log_every=10", "--train.lr=0.02"]
     trainer = _trainer(demo_corpus, tmp_path / "fp16", *args)
     assert trainer.scaler.is_enabled() and trainer.model.rnn.weight_hh_l0.dtype == torch.float16

@@ -60,9 +60,7 @@ def test_the_probe_compares_three_lengths_after_a_warm_up():
 def test_a_first_step_failure_falls_back_with_one_line(demo_corpus, tmp_path, monkeypatch, capsys):
     """A 16-bit kernel that passes the probe but fails on the real model (a cuDNN algorithm without bf16 dropout,
     say) falls back before step 1 with the precision line saying why, and the run trains."""
-    import lyricdist.train as train_module
-
-    monkeypatch.setattr(train_module, "choose_precision", forced_precision("bf16"))
+    monkeypatch.setattr(precision, "choose_precision", forced_precision("bf16"))
     real_forward = torch.nn.LSTM.forward
 
     def forward(self, *args, **kwargs):

@@ -106,7 +106,7 @@ def test_weights_that_overflowed_are_never_saved(demo_corpus, tmp_path):
     with torch.no_grad():
         trainer.optim_params[0].view(-1)[0] = math.inf
     with pytest.raises(TrainingDiverged, match="at step 1: the weights are no longer finite"):
-        trainer.save_state()
+        trainer.loop.save()
     assert not (tmp_path / "run" / "state").exists()
 
 

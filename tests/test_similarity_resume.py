@@ -41,7 +41,7 @@ def test_stop_mid_epoch_then_resume_is_bitwise_the_uninterrupted_run(kind, tmp_p
         from lyricdist.similarity.train_ngram import NgramArm as Arm
     else:
         from lyricdist.similarity.train import MaLSTMArm as Arm
-    original = Arm.train_step
+    original = Arm.step_on
     calls = []
 
     def signalled_step(self, batch):
@@ -50,11 +50,11 @@ def test_stop_mid_epoch_then_resume_is_bitwise_the_uninterrupted_run(kind, tmp_p
             os.kill(os.getpid(), signal.SIGTERM)
         return original(self, batch)
 
-    monkeypatch.setattr(Arm, "train_step", signalled_step)
+    monkeypatch.setattr(Arm, "step_on", signalled_step)
     out = tmp_path / "stopped"
     with pytest.raises(TrainingStopped):
         train(_config(kind, out))
-    monkeypatch.setattr(Arm, "train_step", original)
+    monkeypatch.setattr(Arm, "step_on", original)
     with pytest.raises(LyricdistError, match="--resume"):
         train(_config(kind, out))  # a run in progress is never started over
     resumed = train(_config(kind, out), resume=True)

@@ -353,8 +353,8 @@ def test_chars_per_sec_counts_training_time_only(demo_corpus, tmp_path):
     trainer = Trainer(tiny_config(demo_corpus, tmp_path / "run", "--train.log_every=4", "--train.eval_every=2",
                                   "--train.max_steps=12", "--samples.enabled=false"))
     now = [0.0]
-    trainer.clock = lambda: now[0]
-    step, on_evaluation, save_state = trainer.train_step, trainer.on_evaluation, trainer.save_state
+    trainer.loop.clock = lambda: now[0]
+    step, checkpoint, save_state = trainer.train_step, trainer.loop._checkpoint, trainer.loop.save
     chars: list[int] = []
 
     def timed(seconds, fn, record=False):
@@ -362,13 +362,13 @@ def test_chars_per_sec_counts_training_time_only(demo_corpus, tmp_path):
             out = fn(*a, **k)
             now[0] += seconds
             if record:
-                chars.append(out[1])
+                chars.append(out.items)
             return out
         return wrapper
 
     trainer.train_step = timed(1.0, step, record=True)
-    trainer.on_evaluation = timed(100.0, on_evaluation)
-    trainer.save_state = timed(100.0, save_state)
+    trainer.loop._checkpoint = timed(100.0, checkpoint)
+    trainer.loop.save = timed(100.0, save_state)
     trainer.fit()
     rows = read_metrics(tmp_path / "run")
     assert [r["step"] for r in rows] == [2, 4, 6, 8, 10, 12]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from ..precision import run_rnn
 from .config import SimilarityModelConfig
@@ -56,3 +57,14 @@ class MaLSTM(nn.Module):
         with torch.no_grad():
             self.embedding.weight.copy_(weight)
         self.embedding.weight.requires_grad_(not freeze)
+
+
+def pair_loss(pred: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
+    """The siamese models' training loss on similarities in (0, 1] against same/different targets."""
+    if kind == "mse":
+        return F.mse_loss(pred, target)
+    # -log s for similar pairs is the L1 distance itself; -log(1 - s) pushes dissimilar pairs apart. A NaN
+    # prediction (a diverged model) makes the loss NaN, as it does under mse, for the divergence check to see:
+    # binary_cross_entropy itself rejects NaN inputs (on a GPU with a device-side assert).
+    loss = F.binary_cross_entropy(pred.nan_to_num(0.5).clamp(1e-6, 1 - 1e-6), target)
+    return torch.where(pred.isnan().any(), torch.nan, loss)

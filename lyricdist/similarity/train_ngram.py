@@ -17,12 +17,13 @@ import numpy as np
 import torch
 
 from ..errors import LyricdistError
+from .arm import SiameseArm
 from .checkpoint import save_similarity_checkpoint
 from .config import SimilarityConfig
 from .metrics import pair_metrics
+from .model import pair_loss
 from .ngram import NgramFeatures, NgramSiamese, RowAdam, bags
 from .pairs import Pair, PairSet, artist_names, normalise
-from .train import pair_loss
 
 
 class Views:
@@ -88,7 +89,7 @@ def predict(model: NgramSiamese, views: Views, pairs: list[Pair], whole: bool, s
     return torch.cat(preds).numpy() if preds else np.zeros(0)
 
 
-class NgramArm:
+class NgramArm(SiameseArm):
     """The n-gram siamese model's part of the similarity loop (see train.py): pairs drawn anew every epoch from
     (seed, epoch), each side a whole song or a few-line segment; the table's rows a step uses by RowAdam, the dense
     layers by Adam."""
@@ -97,8 +98,8 @@ class NgramArm:
         if acc.num_processes > 1:
             raise LyricdistError("model.kind=ngram trains in one process (a step is about a millisecond and sparse "
                                  "table gradients gain nothing from DDP); run it without torchrun/accelerate launch")
+        super().__init__(cfg, pairs, acc)
         t, songs = cfg.train, pairs.songs
-        self.cfg, self.pairs, self.acc = cfg, pairs, acc
         self.features = NgramFeatures.from_config(cfg.model)
         torch.manual_seed(t.seed)
         model = NgramSiamese(cfg.model, len(self.features)).to(acc.device)
@@ -125,7 +126,7 @@ class NgramArm:
             chunk = epoch_pairs[k * t.batch_size : (k + 1) * t.batch_size]
             yield _batch(self.views, chunk, random.Random(f"{t.seed}/{epoch}/{k}"), drop=t.word_dropout)
 
-    def train_step(self, batch) -> tuple[torch.Tensor, int]:
+    def step_on(self, batch) -> tuple[torch.Tensor, int]:
         ids, offsets, target = batch
         device, t = self.acc.device, self.cfg.train
         ids = ids.to(device)
@@ -137,9 +138,9 @@ class NgramArm:
             torch.nn.utils.clip_grad_norm_(self.dense + [rows], t.grad_clip)
         self.optimizer.step()
         self.table.step(rows)
-        return loss.detach(), len(target)
+        return loss, len(target)
 
-    def evaluate(self) -> tuple[dict, dict, float | None]:
+    def held_out(self) -> tuple[dict, dict, float | None]:
         """(test metrics, validation metrics, the score ranking checkpoints: the mean of the validation accuracy on
         whole songs and on segments, so the model kept attributes collaboration segments too)."""
         seed, device, p = self.cfg.train.seed, self.acc.device, self.pairs
@@ -152,7 +153,7 @@ class NgramArm:
         row = {"val_accuracy": songs["accuracy"], "val_segment_accuracy": segments["accuracy"], "val_loss": songs["mse"]}
         return test, row, (songs["accuracy"] + segments["accuracy"]) / 2
 
-    def write_checkpoint(self, path: Path, **info) -> None:
+    def save_checkpoint(self, path: Path, **info) -> None:
         songs, train_songs = self.pairs.songs, self.pairs.train_songs
         artists = artist_names([songs[i] for i in train_songs])
         artist_id = {normalise(a): k for k, a in enumerate(artists)}
@@ -163,5 +164,5 @@ class NgramArm:
     def full_precision(self) -> dict[str, torch.Tensor]:
         return {}  # fp32 throughout: accelerate's state holds the weights
 
-    def restore(self, full: dict[str, torch.Tensor]) -> None:
-        pass
+    def restore_weights(self, full: dict[str, torch.Tensor]) -> None:
+        pass  # accelerate's state holds the weights

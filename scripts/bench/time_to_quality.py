@@ -129,7 +129,7 @@ def worker(args) -> None:
         scorer = FP32Scorer(trainer)
         if args.arm == "lyricdist":
             def step() -> int:
-                return trainer.train_step()[1]  # real targets: song-alignment padding is not counted
+                return trainer.train_step().items  # real targets: song-alignment padding is not counted
 
             model = trainer.acc.unwrap_model(trainer.model)
 

@@ -170,7 +170,7 @@ def build_lyricdist(config: Path, corpus: str, device: str, precision: str, batc
     real: list[int] = []
 
     def step() -> None:
-        real.append(trainer.train_step()[1])
+        real.append(trainer.train_step().items)
 
     m = cfg.model
     info = {"precision": trainer.precision.name, "dtype": trainer.precision.name if trainer.precision.low_precision

@@ -19,13 +19,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: conftest
 
 from conftest import forced_precision, tiny_config  # noqa: E402
 
+import lyricdist.precision as precision  # noqa: E402
 import lyricdist.train as train_module  # noqa: E402
 
 QUIET = ["--samples.enabled=false", "--tracking.backend=none", "--model.hidden_size=48", "--model.num_layers=2"]
 
 
 def main(mode: str, corpus: str, out: str) -> None:
-    train_module.choose_precision = forced_precision("bf16")
+    precision.choose_precision = forced_precision("bf16")
     rank = int(os.environ["RANK"])
     if mode == "sync":
         class PerRankInit(train_module.CharRNN):
