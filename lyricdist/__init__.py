@@ -1,6 +1,6 @@
 """lyricdist: distributed training of character-level LSTM lyric generators."""
 
-__version__ = "0.1.0"
+from .version import __version__  # noqa: F401  (lyricdist.__version__)
 
 __all__ = ["LyricsModel"]
 

@@ -390,13 +390,13 @@ def app(checkpoints: list[str], similarity: str | None = None, corpus: list[str]
 
 
 def cli_parser():
-    from .cli import function_parser
+    from .options import function_parser
 
     return function_parser(app, positional="checkpoints")
 
 
 def cli_run(parser, args) -> int:
-    from .cli import call
+    from .options import call
 
     call(app, args)
     return 0

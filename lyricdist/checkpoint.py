@@ -14,11 +14,10 @@ from safetensors.torch import load, save_file
 
 from .errors import LyricdistError
 from .fileio import atomic_dir, atomic_write_json, read_dir_snapshot, readable_dir
-from .hub import local_checkpoint_dir
+from .refs import CHECKPOINT_FORMAT, local_checkpoint_dir
 from .model import CharRNN, ModelConfig
 from .vocab import Vocab
 
-CHECKPOINT_FORMAT = "lyricdist-checkpoint"
 
 
 def portable_state(model: torch.nn.Module, state: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
@@ -102,7 +101,7 @@ def _not_found(path: Path) -> LyricdistError:
 
 def resolve_checkpoint_dir(path: str | Path) -> Path:
     """Accept a checkpoint directory, a run's out_dir (best, else last), a wandb artifact download, or a remote
-    reference (hf:REPO_ID[@REVISION], wandb:ENTITY/PROJECT/NAME:ALIAS; downloaded once, see lyricdist.hub)."""
+    reference (hf:REPO_ID[@REVISION], wandb:ENTITY/PROJECT/NAME:ALIAS; downloaded once, see lyricdist.refs)."""
     path = _locate(local_checkpoint_dir(path))
     if not path.exists():
         raise _not_found(path)

@@ -27,6 +27,7 @@ its end, so a page that shows the stream (lyricdist.app) writes the same song as
 
 from __future__ import annotations
 
+import collections
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +37,7 @@ import torch
 from jsonargparse.typing import ClosedUnitInterval, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 
 from .checkpoint import artist_index, load_checkpoint, resolve_checkpoint_dir
-from .cli import check_ranges
+from .options import check_ranges
 from .precision import use_for_inference
 from .errors import LyricdistError
 from .fileio import atomic_write_json
@@ -213,11 +214,10 @@ def collab(
         guidance: alternate: steer each author away from the other, lA + w (lA - lB) (0 = off)
     """
     check_ranges(collab, locals())
-    song = None
-    for song in collab_stream(a, b, mode, model, turns, lines, context_lines, alpha, rule, temperature, primetext,
-                              seed, device, guidance):
-        pass
-    return song
+    stream = collab_stream(a, b, mode, model, turns, lines, context_lines, alpha, rule, temperature, primetext, seed,
+                           device, guidance)
+    last = collections.deque(stream, maxlen=1)  # the stream's last snapshot is the song
+    return last[0] if last else None
 
 
 def collab_stream(
@@ -342,7 +342,7 @@ def format_song(result: dict) -> str:
 
 
 def cli_parser():
-    from .cli import add_signature_options, function_parser
+    from .options import add_signature_options, function_parser
     from .memorization import check_options
 
     p = function_parser(collab)
@@ -352,7 +352,7 @@ def cli_parser():
 
 
 def cli_run(parser, args) -> int:
-    from .cli import call
+    from .options import call
 
     result = call(collab, args)
     if args.check_memorization:

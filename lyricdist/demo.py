@@ -35,7 +35,7 @@ def run_demo(
         max_songs: songs per artist when scraping
         overrides: run-config overrides for the preset, e.g. [--train.lr=1e-3]
     """
-    from .cli import check_ranges
+    from .options import check_ranges
     from .prepare import prepare
     from .sample import sample
 

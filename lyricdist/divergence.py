@@ -23,7 +23,7 @@ from typing import Iterable, Iterator
 import torch
 
 from .errors import TrainingDiverged
-from .run import STATE_DIR, STATE_INFO
+from .state import STATE_DIR, STATE_INFO
 
 WINDOW = 4096  # steps kept between two reads; a run logging less often than this is checked every WINDOW steps
 SCALE_WARNING = 1.0  # fp16 loss scale below which overflows are reported

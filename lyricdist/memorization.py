@@ -290,7 +290,7 @@ def check_options(
 def training_corpus(checkpoint: str | Path) -> str:
     """The corpus a checkpoint was trained on: the one its config.json records, or, for a wandb download whose
     recorded path is not on this machine, the corpus artifact its model artifact names."""
-    from .hub import training_corpus_of_download
+    from .refs import training_corpus_of_download
 
     path = resolve_checkpoint_dir(checkpoint)
     corpus = json.loads((path / "config.json").read_text(encoding="utf-8")).get("corpus")

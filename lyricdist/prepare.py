@@ -20,7 +20,7 @@ from typing import Sequence
 import numpy as np
 from jsonargparse.typing import PositiveInt
 
-from .cli import check_ranges
+from .options import check_ranges
 from .corpus_format import CORPUS_FORMAT, CORPUS_VERSION
 from .errors import LyricdistError
 from .fileio import atomic_dir, atomic_write_json
@@ -304,7 +304,7 @@ def prepare(
 
 
 def cli_parser():
-    from .cli import add_signature_options, new_parser
+    from .options import add_signature_options, new_parser
     from .sources import source_options
 
     p = new_parser("Turn corpora into a character vocabulary and train/validation token arrays.")
@@ -326,7 +326,7 @@ def name_list(values: Sequence[str] | None) -> list[str] | None:
 
 
 def cli_run(parser, args) -> int:
-    from .cli import call
+    from .options import call
     from .sources import source_options
 
     call(prepare, args, artists=name_list(args.artists), exclude_artists=name_list(args.exclude_artists),

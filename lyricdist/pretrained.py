@@ -10,7 +10,7 @@
 
 The model carries its vocabulary (vocab.json) and its checkpoint's config.json, so generation needs nothing else,
 and `generate` gives the same text as `lyricdist sample` for the same settings and seed. Every reference is
-resolved by lyricdist.hub, as for the command line (one download cache, the same one-line errors); what is saved
+resolved by lyricdist.refs, as for the command line (one download cache, the same one-line errors); what is saved
 or pushed is a lyricdist checkpoint (model.safetensors, config.json, vocab.json) with lyricdist's model card, so
 `lyricdist sample hf:...` reads what `push_to_hub` wrote and `from_pretrained` reads what `lyricdist push` wrote.
 """
@@ -24,7 +24,8 @@ from pathlib import Path
 import torch
 from huggingface_hub import ModelCard, PyTorchModelHubMixin
 
-from . import hub
+from . import push as hub_push
+from . import refs
 from .checkpoint import CHECKPOINT_FORMAT, load_checkpoint, portable_state, resolve_checkpoint_dir
 from .errors import LyricdistError
 from .fileio import atomic_write_bytes, atomic_write_json
@@ -64,12 +65,12 @@ class LyricsModel(torch.nn.Module, PyTorchModelHubMixin, library_name="lyricdist
         ref = str(pretrained_model_name_or_path)
         download = dict(token=token, cache_dir=cache_dir, force_download=force_download,
                         local_files_only=local_files_only)
-        if not Path(ref).exists() and not ref.startswith(hub.WANDB_PREFIX):
-            spec = ref[len(hub.HF_PREFIX):] if ref.startswith(hub.HF_PREFIX) else ref
-            repo_id, pinned = hub.parse_hf(spec)
+        if not Path(ref).exists() and not ref.startswith(refs.WANDB_PREFIX):
+            spec = ref[len(refs.HF_PREFIX):] if ref.startswith(refs.HF_PREFIX) else ref
+            repo_id, pinned = refs.parse_hf(spec)
             rev = revision or pinned
-            local = hub._from_hf(repo_id + (f"@{rev}" if rev else ""), **download)
-            hub._verify(local, f"hf:{spec}")
+            local = refs._from_hf(repo_id + (f"@{rev}" if rev else ""), **download)
+            refs._verify(local, f"hf:{spec}")
         else:
             local = resolve_checkpoint_dir(ref)
         # the mixin reads config.json, hands it to _from_pretrained, and keeps it for save_pretrained/push_to_hub
@@ -122,12 +123,12 @@ class LyricsModel(torch.nn.Module, PyTorchModelHubMixin, library_name="lyricdist
         artist = self.artists[0] if m.cfg.artist_embedding_dim and self.artists else None
         text = self.generate("", length=300, temperature=0.8, seed=0, artist=artist)
         config = {**self.checkpoint_config, "model": asdict(m.cfg), "vocab_size": len(self.vocab)}
-        return ModelCard(hub.model_card(config, repo_id or "USER/REPO", text, **kwargs))
+        return ModelCard(hub_push.model_card(config, repo_id or "USER/REPO", text, **kwargs))
 
     def push_to_hub(self, repo_id: str, *, private: bool | None = None, **kwargs) -> str:
         """huggingface_hub's push_to_hub, creating the repo private unless `private=False` (lyricdist's one default,
         as `lyricdist push --visibility`); the card names `repo_id` in its commands."""
         card = {"repo_id": repo_id, **(kwargs.pop("model_card_kwargs", None) or {})}
-        return super().push_to_hub(repo_id, private=hub.DEFAULT_VISIBILITY == "private" if private is None else private,
+        return super().push_to_hub(repo_id, private=refs.DEFAULT_VISIBILITY == "private" if private is None else private,
                                    model_card_kwargs=card, **kwargs)
 

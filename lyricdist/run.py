@@ -21,10 +21,9 @@ import yaml
 
 from .errors import LyricdistError, RunDirLocked
 from .fileio import atomic_write_text, recover_dir
+from .state import STATE_DIR, STATE_INFO
 from .tracking import wandb_enabled
 
-STATE_DIR = "state"
-STATE_INFO = "trainer_state.json"
 LOCK_FILE = "run.lock"  # OUT_DIR/run.lock: held (flock) by the run writing OUT_DIR; names its host and pid
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)  # preemption/scancel/torchrun, SLURM limit, ^C
 

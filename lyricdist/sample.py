@@ -10,125 +10,12 @@ import torch
 from jsonargparse.typing import ClosedUnitInterval, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 
 from .checkpoint import artist_index, load_checkpoint
-from .cli import check_ranges
+from .options import check_ranges
 from .errors import LyricdistError
 from .model import CharRNN
 from .precision import use_for_inference
+from .generate import generate, prime_ids
 from .vocab import Vocab
-
-
-def prime_ids(vocab: Vocab, primetext: str, drop_unknown: bool = False) -> list[int]:
-    """Encode a primetext; characters outside the vocabulary are an error unless `drop_unknown`."""
-    if vocab.lowercase:
-        primetext = primetext.lower()
-    missing = vocab.missing(primetext)
-    if missing:
-        if not drop_unknown:
-            raise LyricdistError(
-                f"primetext characters not in the model's vocabulary: {''.join(missing)!r}; "
-                f"remove them or pass --drop-unknown"
-            )
-        print(f"warning: dropped primetext characters not in the vocabulary: {''.join(missing)!r}", file=sys.stderr)
-    return vocab.encode_known(primetext)
-
-
-@torch.no_grad()
-def generate(
-    model: CharRNN,
-    prime: Sequence[int],
-    length: int,
-    temperatures: Sequence[float],
-    top_k: int = 0,
-    argmax: bool = False,
-    generator: torch.Generator | None = None,
-    artist_vec: torch.Tensor | None = None,
-    against_vec: torch.Tensor | None = None,
-    guidance: float = 0.0,
-) -> list[list[int]]:
-    """Generate `length` ids for each temperature (one batch row each), continuing `prime`.
-
-    With `against_vec` and `guidance` w > 0 (artist-conditioned models), each step's logits are
-    l(artist) + w * (l(artist) - l(against)): contrastive guidance, which moves the text away from what the other
-    artist would write as well. An artist embedding that shifts the loss by hundredths of a nat barely changes a
-    sample; guidance turns that small shift into a visible one without retraining.
-    Uses only `generator` for randomness, so sampling never moves the global (training) RNG streams.
-    """
-    was_training = model.training
-    model.eval()
-    try:
-        device = model.head.weight.device
-        n = len(temperatures)
-        temps = torch.tensor(list(temperatures), dtype=torch.float32, device=device)[:, None]
-        if not prime:
-            prime = [0]
-        x = torch.tensor([list(prime)] * n, dtype=torch.long, device=device)
-        kw = {}
-        guided = against_vec is not None and guidance > 0 and artist_vec is not None
-        if artist_vec is not None:  # [D] or [n, D]: the artist (or blend of artists) to write as
-            kw["artist_vec"] = artist_vec.to(device).reshape(-1, artist_vec.shape[-1]).expand(n, -1)
-        if guided:  # rows n..2n-1 read the same text as the artist to steer away from
-            other = against_vec.to(device).reshape(-1, against_vec.shape[-1]).expand(n, -1)
-            kw["artist_vec"] = torch.cat([kw["artist_vec"], other])
-            x = torch.cat([x, x])
-
-        def mix(logits: torch.Tensor) -> torch.Tensor:
-            last = logits[:, -1].float()
-            return (1 + guidance) * last[:n] - guidance * last[n:] if guided else last
-
-        logits, state = model(x, None, **kw)
-        last = mix(logits)
-        out: list[list[int]] = [[] for _ in range(n)]
-        for _ in range(length):
-            if argmax:
-                nxt = last.argmax(-1)
-            else:
-                scaled = last / temps
-                if top_k and top_k < scaled.shape[-1]:
-                    kth = torch.topk(scaled, top_k, dim=-1).values[:, -1:]
-                    scaled = scaled.masked_fill(scaled < kth, float("-inf"))
-                probs = torch.softmax(scaled, dim=-1)
-                nxt = torch.multinomial(probs.cpu(), 1, generator=generator).flatten().to(device)
-            for i, t in enumerate(nxt.tolist()):
-                out[i].append(t)
-            step_in = torch.cat([nxt, nxt]) if guided else nxt
-            logits, state = model(step_in[:, None], state, **kw)
-            last = mix(logits)
-        return out
-    finally:
-        model.train(was_training)
-
-
-def progress_samples(
-    model: CharRNN,
-    vocab: Vocab,
-    artists: list[str],
-    primetexts: Sequence[str],
-    length: int,
-    temperatures: Sequence[float],
-    seed: int,
-    max_artists: int,
-) -> list[dict]:
-    """Samples a trainer logs at each evaluation: every primetext at every temperature. An artist-conditioned model
-    writes as each of its artists (up to `max_artists`; more are represented by their mean embedding), and each row
-    says which. Unknown primetext characters are dropped (the trainer warned once at start-up)."""
-    gen = torch.Generator().manual_seed(seed)
-    voices: list[tuple[str | None, torch.Tensor | None]] = [(None, None)]
-    if model.artist_embed is not None:
-        table = model.artist_embed.weight.detach()
-        names = list(artists)[: model.num_artists] or ["artist 0"]
-        if len(names) <= max_artists:
-            voices = [(name, table[i]) for i, name in enumerate(names)]
-        else:
-            voices = [(f"mean of {len(names)} artists", table[: len(names)].mean(0))]
-    rows = []
-    for prime in primetexts:
-        ids = vocab.encode_known(prime)
-        for artist, vec in voices:
-            outs = generate(model, ids, length, temperatures, generator=gen, artist_vec=vec)
-            for temp, o in zip(temperatures, outs):
-                row = {"primetext": prime, "temperature": temp, "text": vocab.decode(o)}
-                rows.append(row if artist is None else {**row, "artist": artist})
-    return rows
 
 
 def artist_vector(
@@ -267,7 +154,7 @@ def sample_from(model: CharRNN, vocab: Vocab, config: dict, primetext: str = "",
 
 
 def cli_parser():
-    from .cli import add_signature_options, function_parser
+    from .options import add_signature_options, function_parser
     from .memorization import check_options
 
     p = function_parser(sample)
@@ -279,7 +166,7 @@ def cli_parser():
 def cli_run(parser, args) -> int:
     import json
 
-    from .cli import call
+    from .options import call
 
     results = call(sample, args)
     reports = [None] * len(results)

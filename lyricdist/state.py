@@ -16,8 +16,9 @@ from safetensors.torch import load_file, save_file
 from .errors import LyricdistError
 from .fileio import atomic_write_json, replace_dir
 from .precision import flatten_rnn
-from .run import STATE_INFO
 
+STATE_DIR = "state"  # OUT_DIR/state: the resumable state of a run
+STATE_INFO = "trainer_state.json"  # its counters (JSON); a state without it is not one
 FULL_PRECISION_FILE = "rnn_fp32.safetensors"
 EXACTNESS = {
     False: "exact on CPU (bitwise the weights of an uninterrupted run)",

@@ -269,7 +269,7 @@ class Tracker:
         try:
             import wandb
 
-            from .plot import read_metrics, render_png
+            from .curves import read_metrics, render_png
 
             rows = read_metrics(self.out_dir)
             png = render_png({self.out_dir.resolve().name: rows}, title=self.out_dir.resolve().name)

@@ -26,7 +26,7 @@ from .loop import ArmState, Evaluation, Loop, Schedule, StepResult
 from .model import CharRNN, detach_state
 from .precision import MixedPrecision, check_one_buffer
 from .run import TrainingStopped, close_run_dir, lock_run_dir, make_accelerator, use_config_hyperparameters
-from .sample import prime_ids, progress_samples
+from .generate import prime_ids, progress_samples
 from .state import SavedState, resplit, restore_full_precision
 
 SAMPLE_ARTISTS = 4  # progress samples of a conditioned model: one set per artist up to this many, else their mean
@@ -277,7 +277,7 @@ def train(cfg: RunConfig, resume: bool = False) -> dict:
 def cli_parser():
     from jsonargparse import ActionConfigFile
 
-    from .cli import new_parser
+    from .options import new_parser
     from .config import DataConfig, SamplesConfig, TrackingConfig
     from .model import ModelConfig
 

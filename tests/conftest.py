@@ -105,8 +105,6 @@ def forced_precision(name: str):
     the precision *plumbing* (masters, fp32 gradients, resume, sync) is tested on every CPU, with bf16 slow but
     correct where oneDNN has no bf16 kernel. Only assertions about speed or fusion may depend on the hardware. A
     fallback (failed dtypes given) is the real choice."""
-    import torch
-
     from lyricdist import precision as real
     from lyricdist.precision import DTYPES, Precision
 

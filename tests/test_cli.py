@@ -7,7 +7,7 @@ import importlib.util
 import pytest
 from jsonargparse.typing import PositiveInt
 
-from lyricdist import cli
+from lyricdist import cli, options
 
 
 @pytest.mark.parametrize("command", sorted(cli.COMMANDS))
@@ -34,7 +34,7 @@ def test_require_names_the_extra():
     from lyricdist.errors import LyricdistError
 
     with pytest.raises(LyricdistError, match=r"plotting needs no_such_module_xyz.*pip install 'lyricdist\[viz\]'"):
-        cli.require("no_such_module_xyz", "viz", "plotting")
+        options.require("no_such_module_xyz", "viz", "plotting")
 
 
 def test_a_typed_function_is_a_command_with_range_checks_from_its_types(monkeypatch, capsys):

@@ -193,7 +193,7 @@ def test_sampling_follows_the_training_precision_rule(demo_corpus, tmp_path, req
     """`sample` and `collab` load a checkpoint and run its RNN in the dtype the training rule picks, fused."""
     from lyricdist.checkpoint import load_checkpoint
     from lyricdist.precision import use_for_inference
-    from lyricdist.sample import generate
+    from lyricdist.generate import generate
 
     train(tiny_config(demo_corpus, tmp_path / "run", *QUIET, "--train.max_steps=2", "--train.eval_every=2"))
     model, _, _ = load_checkpoint(tmp_path / "run")

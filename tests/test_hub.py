@@ -147,7 +147,7 @@ def test_push_without_a_token_says_how_to_log_in(hub, checkpoint):
 
 
 def test_reference_parsing():
-    from lyricdist.hub import parse_hf, parse_wandb
+    from lyricdist.refs import parse_hf, parse_wandb
 
     assert parse_hf("me/lyrics") == ("me/lyrics", None)
     assert parse_hf("me/lyrics@v1.0") == ("me/lyrics", "v1.0")

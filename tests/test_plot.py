@@ -11,7 +11,7 @@ import pytest
 
 from conftest import CONFIGS, run_cli, tiny_config
 from lyricdist.config import RunConfig
-from lyricdist.plot import make_figure, read_metrics
+from lyricdist.curves import make_figure, read_metrics
 from lyricdist.tracking import Tracker
 from lyricdist.train import train
 

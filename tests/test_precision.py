@@ -176,7 +176,7 @@ def test_cpu_generation_steps_run_the_native_fp32_kernel():
     characters) still runs fused."""
     from lyricdist.model import CharRNN, ModelConfig
     from lyricdist.precision import OpCounter, use_for_inference
-    from lyricdist.sample import generate
+    from lyricdist.generate import generate
 
     model = CharRNN(ModelConfig(num_layers=2, hidden_size=16, artist_embedding_dim=4), 12, num_artists=2)
     assert use_for_inference(model, "cpu").rnn_dtype == torch.float32

@@ -132,7 +132,7 @@ def test_max_songs_per_artist_and_per_artist_stats(tmp_path):
     capped = prepare(["demo"], str(tmp_path / "capped"), max_songs_per_artist=10, quiet=True)
     assert all(n > 10 for n in full["songs_per_artist"].values())
     assert capped["songs_per_artist"] == {a: 10 for a in full["artists"]}
-    for name, row in capped["artist_stats"].items():
+    for _name, row in capped["artist_stats"].items():
         assert row["train_songs"] + row["val_songs"] == row["songs"] == 10 and row["chars"] > 0
     with pytest.raises(LyricdistError, match="max-songs-per-artist"):
         prepare(["demo"], str(tmp_path / "bad"), max_songs_per_artist=0, quiet=True)

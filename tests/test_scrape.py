@@ -19,7 +19,8 @@ from lyricdist.errors import LyricdistError
 from lyricdist.genius.artists import ArtistSpec, load_artists_file
 from lyricdist.genius.cleaning import clean_genius_lyrics, clean_songs, normalise_title
 from lyricdist.genius.client import Genius, genius_roots, is_song_page
-from lyricdist.genius.driver import EXIT_ARTISTS_FAILED, scrape
+from lyricdist.genius.driver import scrape
+from lyricdist.genius.report import EXIT_ARTISTS_FAILED
 from lyricdist.genius.limiter import LIMITER_NAMESPACE, limiter_name, shared_limiter
 
 # --------------------------------------------------------------------------------------------------------------
@@ -758,7 +759,7 @@ def fake_hub(monkeypatch):
 
 def _written_dataset(out: Path):
     from lyricdist.genius.dataset import write_dataset
-    from lyricdist.genius.driver import ArtistResult, ScrapeReport
+    from lyricdist.genius.report import ArtistResult, ScrapeReport
 
     songs = [{"title": "Lanterns", "song_id": 1, "url": "u", "lyrics_raw": "Lanterns Lyrics\nfirst take"},
              {"title": "Paper", "song_id": 4, "url": "u", "lyrics_raw": "paper boats"}]

@@ -113,7 +113,8 @@ def test_samples_do_not_change_training(demo_corpus, tmp_path):
             "--train.log_every=1", "--samples.length=30"]
     train(tiny_config(demo_corpus, tmp_path / "on", *args, "--samples.enabled=true"))
     train(tiny_config(demo_corpus, tmp_path / "off", *args, "--samples.enabled=false"))
-    read = lambda d: [json.loads(l) for l in (d / "metrics.jsonl").read_text().splitlines()]
+    def read(d):
+        return [json.loads(l) for l in (d / "metrics.jsonl").read_text().splitlines()]
     on, off = read(tmp_path / "on"), read(tmp_path / "off")
     assert [r["train_loss"] for r in on] == [r["train_loss"] for r in off]
     assert [r["val_loss"] for r in on] == [r["val_loss"] for r in off]

@@ -362,7 +362,7 @@ def test_contrastive_guidance_moves_the_sample_away_from_the_other_artist(runs):
         la = model(ids, artist_vec=a[None])[0][0, -1]
         lb = model(ids, artist_vec=b[None])[0][0, -1]
         want = torch.argmax(3 * la - 2 * lb).item()
-    from lyricdist.sample import generate
+    from lyricdist.generate import generate
 
     got = generate(model, vocab.encode("the "), 1, [1.0], argmax=True, artist_vec=a, against_vec=b, guidance=2.0)
     assert got[0][0] == want

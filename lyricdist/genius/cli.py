@@ -10,11 +10,12 @@ from __future__ import annotations
 import inspect
 import sys
 
-from .driver import EXIT_ARTISTS_FAILED, scrape
+from .driver import scrape
+from .report import EXIT_ARTISTS_FAILED
 
 
 def cli_parser():
-    from ..cli import add_signature_options, new_parser
+    from ..options import add_signature_options, new_parser
 
     description = inspect.getdoc(scrape).split("\n\n")[0].replace("\n", " ")
     parser = new_parser(f"{description} Exit code {EXIT_ARTISTS_FAILED} when any artist failed (the rest are "

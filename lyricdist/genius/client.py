@@ -102,7 +102,7 @@ def user_agent() -> str:
     try:
         version = metadata.version("lyricdist")
     except metadata.PackageNotFoundError:  # a source checkout on PYTHONPATH
-        from .. import __version__ as version
+        from ..version import __version__ as version
     return f"lyricdist/{version} (Genius lyrics scraper for research) python-requests/{requests.__version__}"
 
 

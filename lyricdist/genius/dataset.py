@@ -12,13 +12,9 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
-
 from ..errors import LyricdistError
 from ..fileio import atomic_dir
-
-if TYPE_CHECKING:
-    from .driver import ScrapeReport
+from .report import ScrapeReport
 
 SCHEMA = {  # column -> `datasets.Value` dtype, one row per song
     "artist": "string",

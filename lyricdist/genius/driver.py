@@ -10,7 +10,6 @@ import json
 import os
 import sys
 from collections import deque
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -19,55 +18,14 @@ from jsonargparse.typing import NonNegativeFloat, NonNegativeInt, PositiveFloat,
 
 from ..errors import LyricdistError
 from ..fileio import atomic_write_json, recover_dir
-from ..hub import DEFAULT_VISIBILITY, Visibility
+from ..refs import DEFAULT_VISIBILITY, Visibility
 from .artists import ArtistSpec, load_artists_file, parse_artist_entry, unique_artists
 from .cleaning import clean_songs
 from .client import RECORD_VERSION, TOKEN_ENV, FetchSettings, Secret, fetch_artist, genius_roots, lyrics_failure
 from .dataset import push_to_hub as push_dataset
 from .dataset import write_dataset
 from .limiter import shared_limiter
-
-EXIT_ARTISTS_FAILED = 3
-
-
-@dataclass
-class ArtistResult:
-    name: str
-    status: str  # done | cached | failed
-    artist: str = ""
-    songs: int = 0
-    chars: int = 0
-    empty: int = 0
-    duplicates: int = 0
-    error: str = ""
-
-
-@dataclass
-class ScrapeReport:
-    out: Path
-    results: list[ArtistResult] = field(default_factory=list)
-    dataset_written: bool = False
-
-    @property
-    def failed(self) -> list[ArtistResult]:
-        return [r for r in self.results if r.status == "failed"]
-
-    @property
-    def exit_code(self) -> int:
-        return EXIT_ARTISTS_FAILED if self.failed else 0
-
-    def table(self):
-        from rich.table import Table
-
-        table = Table(title=f"lyricdist scrape -> {self.out}")
-        for col, justify in [("artist", "left"), ("genius name", "left"), ("songs", "right"), ("chars", "right"),
-                             ("empty", "right"), ("dupes", "right"), ("status", "left"), ("error", "left")]:
-            table.add_column(col, justify=justify, overflow="fold")
-        for r in self.results:
-            status = {"failed": "[red]failed[/red]", "cached": "done (cached)"}.get(r.status, r.status)
-            table.add_row(r.name, r.artist, str(r.songs), f"{r.chars:,}", str(r.empty), str(r.duplicates),
-                          status, r.error)
-        return table
+from .report import ArtistResult, ScrapeReport
 
 
 def load_record(path: Path, spec: ArtistSpec, max_songs: int) -> dict | None:
@@ -171,7 +129,7 @@ def scrape(
         parquet: also write parquet/train.parquet
         progress: show a progress bar
     """
-    from ..cli import check_ranges
+    from ..options import check_ranges
 
     check_ranges(scrape, locals())
     specs = [a if isinstance(a, ArtistSpec) else parse_artist_entry(a, "artists") for a in artists]

@@ -10,7 +10,7 @@ from pathlib import Path
 def cli_parser():
     from jsonargparse import ActionConfigFile
 
-    from ..cli import new_parser
+    from ..options import new_parser
     from ..config import TrackingConfig
     from .config import SimilarityDataConfig, SimilarityModelConfig, SimilarityTrainConfig
 
@@ -27,7 +27,7 @@ def cli_parser():
     train.add_argument("--resume", action="store_true", help="continue the run in train.out_dir from its state")
     sub.add_subcommand("train", train, help="train a similarity model")
 
-    from ..cli import function_parser
+    from ..options import function_parser
     from .score import score
     from .train import evaluate
 
@@ -66,7 +66,7 @@ def _config_from_args(parser, args):
 def cli_run(parser, args) -> int:
     from ..fileio import atomic_write_json
 
-    from ..cli import call
+    from ..options import call
 
     cmd = args.command
     a = args[cmd]

@@ -25,7 +25,7 @@ def pca_2d(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def scatter_png(points: np.ndarray, artists: list[str], title: str, explained: np.ndarray) -> bytes:
-    from ..cli import require
+    from ..options import require
 
     require("matplotlib", "viz", "similarity embed").use("Agg")
     import matplotlib.pyplot as plt

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from jsonargparse.typing import PositiveInt
 
-from ..cli import check_ranges
+from ..options import check_ranges
 from ..errors import LyricdistError
 from .checkpoint import encode_texts, load_similarity_checkpoint
 from .model import MaLSTM

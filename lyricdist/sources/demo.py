@@ -6,7 +6,7 @@ from importlib import resources
 from typing import Iterator
 
 from ..errors import LyricdistError
-from . import Song, register_source
+from .registry import Song, register_source
 
 
 def parse_songbook(text: str, origin: str = "<songbook>") -> list[Song]:

@@ -7,7 +7,7 @@ from typing import Iterator
 
 from ..errors import LyricdistError
 from ..genius.dataset import SONG_META_COLUMNS, TRAINING_COLUMNS
-from . import Song, register_source
+from .registry import Song, register_source
 
 
 def is_saved_dataset(spec: str) -> bool:

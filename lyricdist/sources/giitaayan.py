@@ -70,7 +70,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..errors import LyricdistError
-from . import Song, register_source
+from .registry import Song, register_source
 
 SCRIPTS = ("roman", "itrans", "devanagari")
 META_KEYS = ("stitle", "film", "year", "starring", "singer", "music", "lyrics")
@@ -227,7 +227,7 @@ def itrans_to_roman(text: str) -> str:
 
 
 def itrans_to_devanagari(text: str) -> str:
-    from ..cli import require
+    from ..options import require
 
     sanscript = require("indic_transliteration.sanscript", "indic", "--script devanagari")
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import LyricdistError
-from . import register_source
+from .registry import register_source
 
 BASE_URL_ENV = "LYRICDIST_DATA_URL"
 TIMEOUT_S = 30.0
@@ -70,7 +70,7 @@ CORPORA = {
 
 
 def _user_agent() -> str:
-    from .. import __version__
+    from ..version import __version__
 
     return f"lyricdist/{__version__}"
 

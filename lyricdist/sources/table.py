@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from ..errors import LyricdistError
-from . import Song, register_source
+from .registry import Song, register_source
 
 _HUB_SPEC = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(@(?P<rev>[^:@]+))?(:(?P<split>[\w.-]+))?$")
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..errors import LyricdistError
-from . import register_source
+from .registry import register_source
 
 CHUNK_CHARS = 8 * 1024 * 1024
 

@@ -31,7 +31,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from lyricdist import precision
     from lyricdist.model import CharRNN, ModelConfig
-    from lyricdist.sample import generate
+    from lyricdist.generate import generate
 
     cfg = ModelConfig(num_layers=args.layers, hidden_size=args.hidden, artist_embedding_dim=args.artist_dim)
     torch.manual_seed(0)

@@ -293,7 +293,7 @@ def write_png(path: str, results: dict, target: float | None, title: str) -> Non
     """Both arms' curves through `lyricdist plot`'s figure: val loss (nats, bits/char) against step and against
     training seconds, and cumulative chars/s."""
     from lyricdist.fileio import atomic_write_bytes
-    from lyricdist.plot import render_png
+    from lyricdist.curves import render_png
 
     runs = {arm: [{"step": p["steps"], "wall_s": p["train_s"], "val_loss": p["val_loss"],
                    "chars_per_sec": p["chars"] / p["train_s"] if p["train_s"] else None} for p in r["points"]]
