@@ -30,11 +30,12 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
+from http.server import BaseHTTPRequestHandler
+from urllib.parse import parse_qs
+
+from local_server import LocalServer
 
 FAKE_TOKEN = "fake-genius-token-5f3c9a1e7d"
 
@@ -191,55 +192,20 @@ class _Fault:
     cut_body: float | None = None
 
 
-class FakeGenius:
-    """The service. `start()` binds a free port on 127.0.0.1 and serves from a daemon thread."""
+class FakeGenius(LocalServer):
+    """The service. `start()` binds a free port on 127.0.0.1 and serves from a daemon thread (tests/local_server)."""
 
     def __init__(self, artists: list[FakeArtist] | None = None, latency: float = 0.0):
+        super().__init__()
         self.artists = {a.id: a for a in (artists if artists is not None else catalogue())}
         self.latency = latency
         self._faults: list[_Fault] = []
         self._misdirect: dict[str, str] = {}
         self._blocked: dict[str, tuple[int, set[str] | None]] = {}  # artist name -> (status, titles or all)
-        self._lock = threading.Lock()
-        self._requests: list[tuple[float, str, dict[str, str]]] = []  # (arrival, path, headers)
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    # lifecycle -------------------------------------------------------------------------------------------
-    def start(self) -> "FakeGenius":
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self) -> None:
-                fake._handle(self)
-
-            def log_message(self, *args) -> None:  # keep test output clean
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-genius", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> "FakeGenius":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
     @property
     def base_url(self) -> str:
-        assert self._server is not None, "start() the fake first"
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return self.url
 
     @property
     def env(self) -> dict[str, str]:
@@ -273,26 +239,26 @@ class FakeGenius:
     def clear(self) -> None:
         with self._lock:
             self._faults.clear()
-            self._requests.clear()
+            self.requests.clear()
         self._misdirect.clear()
         self._blocked.clear()
 
     def request_count(self, contains: str = "") -> int:
         with self._lock:
-            return sum(1 for _, p, _ in self._requests if contains in p)
+            return sum(1 for r in self.requests if contains in r["path"])
 
     def request_times(self, contains: str = "") -> list[float]:
         with self._lock:
-            return [t for t, p, _ in self._requests if contains in p]
+            return [r["time"] for r in self.requests if contains in r["path"]]
 
     def request_headers(self, contains: str = "") -> list[dict[str, str]]:
+        """Headers as sent (lower-case names)."""
         with self._lock:
-            return [dict(h) for _, p, h in self._requests if contains in p]
+            return [dict(r["headers"]) for r in self.requests if contains in r["path"]]
 
     # serving ---------------------------------------------------------------------------------------------
-    def _take_fault(self, path: str, headers: dict[str, str]) -> _Fault | None:
+    def _take_fault(self, path: str) -> _Fault | None:
         with self._lock:
-            self._requests.append((time.monotonic(), path, headers))
             for fault in self._faults:
                 if fault.path in path and (fault.times is None or fault.times > 0):
                     if fault.times is not None:
@@ -300,22 +266,22 @@ class FakeGenius:
                     return fault
         return None
 
-    def _handle(self, req: BaseHTTPRequestHandler) -> None:
-        url = urlsplit(req.path)
-        query = {k: v[0] for k, v in parse_qs(url.query).items()}
-        fault = self._take_fault(url.path, dict(req.headers.items()))
+    def handle(self, req: BaseHTTPRequestHandler, request: dict) -> None:
+        query = {k: v[0] for k, v in parse_qs(request["query"]).items()}
+        path = request["path"]
+        fault = self._take_fault(path)
         delay = self.latency + (fault.delay if fault else 0.0)
         if delay:
             time.sleep(delay)
         if fault and fault.status:
-            self._send(req, fault.status, {"meta": {"status": fault.status, "message": "injected"}},
+            self._reply(req, fault.status, {"meta": {"status": fault.status, "message": "injected"}},
                        headers={"Retry-After": "0"} if fault.status == 429 else None)
             return
         try:
-            status, payload = self._route(url.path, query, req.headers.get("Authorization", ""))
+            status, payload = self._route(path, query, req.headers.get("Authorization", ""))
         except (KeyError, ValueError):
             status, payload = 404, {"meta": {"status": 404, "message": "Not found"}}
-        self._send(req, status, payload, cut_body=fault.cut_body if fault else None)
+        self._reply(req, status, payload, cut_body=fault.cut_body if fault else None)
 
     def _route(self, path: str, query: dict, auth: str) -> tuple[int, object]:
         if path.startswith("/web/"):
@@ -373,7 +339,7 @@ class FakeGenius:
         return {"songs": [_song_body(artist, s, full=False) for s in chunk], "next_page": page + 1 if more else None}
 
     @staticmethod
-    def _send(req: BaseHTTPRequestHandler, status: int, payload: object, headers: dict | None = None,
+    def _reply(req: BaseHTTPRequestHandler, status: int, payload: object, headers: dict | None = None,
               cut_body: float | None = None) -> None:
         if isinstance(payload, str):
             body, ctype = payload.encode(), "text/html; charset=utf-8"

@@ -14,10 +14,9 @@ import base64
 import hashlib
 import json
 import re
-import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import unquote, urlparse
+
+from local_server import LocalServer
 
 
 def git_blob_sha(data: bytes) -> str:
@@ -62,72 +61,26 @@ def _entries(files: dict[str, bytes], prefix: str, recursive: bool, listing: boo
     return out
 
 
-class FakeHub:
+class FakeHub(LocalServer):
+    """Model and dataset repos in memory. `fail_create`: an HTTP status repo creation answers instead (e.g. 401)."""
+
     def __init__(self):
+        super().__init__()
         self.repos: dict[str, Repo] = {}  # model repos
         self.datasets: dict[str, Repo] = {}  # dataset repos
-        self.requests: list[dict] = []
-        self.commits: list[dict] = []  # decoded commit payloads: {"repo", "header", "files": {path: bytes}}
-        hub = self
+        self.commits: list[dict] = []  # decoded commit payloads: {"repo", "kind", "header", "files": {path: bytes}}
+        self.fail_create: int | None = None
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
+    def handle(self, h, request: dict) -> None:
+        self.route(h, request["method"], request["path"], request["query"], request["body"])
 
-            def log_message(self, *args):  # quiet
-                pass
+    def _error(self, h, status: int, code: str, message: str, head: bool = False):
+        self.send(h, status, json.dumps({"error": message}).encode(),
+                  {"Content-Type": "application/json", "X-Error-Code": code, "X-Error-Message": message}, head=head)
 
-            def _body(self) -> bytes:
-                n = int(self.headers.get("Content-Length") or 0)
-                return self.rfile.read(n) if n else b""
-
-            def _send(self, status: int, body: bytes = b"", headers: dict | None = None, head: bool = False):
-                self.send_response(status)
-                for k, v in (headers or {}).items():
-                    self.send_header(k, v)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                if not head:
-                    self.wfile.write(body)
-
-            def _json(self, status: int, obj, headers: dict | None = None):
-                self._send(status, json.dumps(obj).encode(), {"Content-Type": "application/json", **(headers or {})})
-
-            def _error(self, status: int, code: str, message: str, head: bool = False):
-                self._send(status, json.dumps({"error": message}).encode(),
-                           {"Content-Type": "application/json", "X-Error-Code": code, "X-Error-Message": message},
-                           head=head)
-
-            def _handle(self, method: str):
-                url = urlparse(self.path)
-                path = unquote(url.path)
-                body = self._body() if method in ("POST", "PUT") else b""
-                hub.requests.append({"method": method, "path": path, "query": url.query,
-                                     "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body})
-                try:
-                    hub.route(self, method, path, url.query, body)
-                except Exception as e:  # a bug in the fake: say so loudly in the response
-                    self._send(500, f"fake hub error: {type(e).__name__}: {e}".encode())
-
-            def do_GET(self):
-                self._handle("GET")
-
-            def do_HEAD(self):
-                self._handle("HEAD")
-
-            def do_POST(self):
-                self._handle("POST")
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> "FakeHub":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
+    def body(self, suffix: str):
+        """The JSON body of the first request whose path ends with `suffix`."""
+        return json.loads(next(r["body"] for r in self.requests if r["path"].endswith(suffix)) or b"{}")
 
     # ---- state --------------------------------------------------------------------------------------------------
     def add_commit(self, repo_id: str, files: dict[str, bytes], summary: str = "", dataset: bool = False) -> str:
@@ -142,15 +95,19 @@ class FakeHub:
     def route(self, h, method: str, path: str, query: str, body: bytes) -> None:
         if method == "POST" and path == "/api/repos/create":
             payload = json.loads(body)
+            if self.fail_create:
+                return self.send_json(h, self.fail_create, {"error": "Invalid credentials in Authorization header"})
             repo_id = f"{payload['organization']}/{payload['name']}" if payload.get("organization") else payload["name"]
-            if repo_id in self.repos:  # the Hub's 409 names the existing repo's url (create_repo(exist_ok) reads it)
-                return h._send(409, json.dumps({"error": "You already created this model repo",
-                                                "url": f"{self.url}/{repo_id}"}).encode(),
-                               {"Content-Type": "application/json"})
-            self.repos[repo_id] = Repo(private=payload.get("visibility") == "private")
-            return h._json(200, {"url": f"{self.url}/{repo_id}", "name": repo_id})
+            dataset = payload.get("type") == "dataset"
+            repos = self.datasets if dataset else self.repos
+            url = f"{self.url}/{'datasets/' if dataset else ''}{repo_id}"
+            if repo_id in repos:  # the Hub's 409 names the existing repo's url (create_repo(exist_ok) reads it)
+                return self.send_json(h, 409, {"error": "You already created this repo", "url": url})
+            private = payload.get("visibility", "private" if payload.get("private") else "public") == "private"
+            repos[repo_id] = Repo(private=private)
+            return self.send_json(h, 200, {"url": url, "name": repo_id})
         if method == "POST" and path == "/api/validate-yaml":
-            return h._json(200, {"errors": [], "warnings": []})
+            return self.send_json(h, 200, {"errors": [], "warnings": []})
         m = re.fullmatch(r"/api/(models|datasets)/([^/]+/[^/]+)", path)
         if m and method == "GET":  # repo info without a revision: main's
             path = f"{path}/revision/main"
@@ -160,49 +117,50 @@ class FakeHub:
             kind, repo_id, what, revision, sub = m.groups()
             repo = (self.repos if kind == "models" else self.datasets).get(repo_id)
             if repo is None or (repo.private and not h.headers.get("Authorization")):
-                return h._error(404, "RepoNotFound", f"Repository not found: {repo_id}")
+                return self._error(h, 404, "RepoNotFound", f"Repository not found: {repo_id}")
             if what == "preupload":
                 files = json.loads(body)["files"]
-                return h._json(200, {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False,
+                return self.send_json(h, 200, {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False,
                                                 "oid": None} for f in files]})
             if what == "commit":
                 lines = [json.loads(line) for line in body.decode().splitlines() if line.strip()]
                 header = next(x["value"] for x in lines if x["key"] == "header")
                 files = {x["value"]["path"]: base64.b64decode(x["value"]["content"])
                          for x in lines if x["key"] == "file"}
-                self.commits.append({"repo": repo_id, "header": header, "files": files})
-                sha = self.add_commit(repo_id, files, header.get("summary", ""))
-                return h._json(200, {"commitUrl": f"{self.url}/{repo_id}/commit/{sha}", "commitOid": sha,
+                self.commits.append({"repo": repo_id, "kind": kind, "header": header, "files": files})
+                sha = self.add_commit(repo_id, files, header.get("summary", ""), dataset=kind == "datasets")
+                where = f"{self.url}/{'datasets/' if kind == 'datasets' else ''}{repo_id}"
+                return self.send_json(h, 200, {"commitUrl": f"{where}/commit/{sha}", "commitOid": sha,
                                      "pullRequestUrl": None})
             found = repo.at(revision)
             if found is None:
-                return h._error(404, "RevisionNotFound", f"Invalid rev id: {revision}")
+                return self._error(h, 404, "RevisionNotFound", f"Invalid rev id: {revision}")
             sha, files = found
             if what == "revision":
-                return h._json(200, {"id": repo_id, "modelId": repo_id, "sha": sha, "private": repo.private,
+                return self.send_json(h, 200, {"id": repo_id, "modelId": repo_id, "sha": sha, "private": repo.private,
                                      "siblings": [{"rfilename": p} for p in sorted(files)]})
             if what == "paths-info":
                 from urllib.parse import parse_qs
 
                 wanted = parse_qs(body.decode()).get("paths", [])
-                return h._json(200, [entry for p in wanted for entry in _entries(files, p.strip("/"), True)])
+                return self.send_json(h, 200, [entry for p in wanted for entry in _entries(files, p.strip("/"), True)])
             prefix = (sub or "").strip("/")
             recursive = "recursive=true" in query.lower() or "recursive=1" in query
-            return h._json(200, _entries(files, prefix, recursive, listing=True))
+            return self.send_json(h, 200, _entries(files, prefix, recursive, listing=True))
         m = re.fullmatch(r"/(datasets/)?([^/]+/[^/]+)/resolve/([^/]+)/(.+)", path)
         if m and method in ("GET", "HEAD"):
             dataset, repo_id, revision, name = m.groups()
             repo = (self.datasets if dataset else self.repos).get(repo_id)
             head = method == "HEAD"
             if repo is None:
-                return h._error(404, "RepoNotFound", f"Repository not found: {repo_id}", head=head)
+                return self._error(h, 404, "RepoNotFound", f"Repository not found: {repo_id}", head=head)
             found = repo.at(revision)
             if found is None:
-                return h._error(404, "RevisionNotFound", f"Invalid rev id: {revision}", head=head)
+                return self._error(h, 404, "RevisionNotFound", f"Invalid rev id: {revision}", head=head)
             sha, files = found
             if name not in files:
-                return h._error(404, "EntryNotFound", f"{name} does not exist", head=head)
+                return self._error(h, 404, "EntryNotFound", f"{name} does not exist", head=head)
             data = files[name]
-            return h._send(200, data, {"X-Repo-Commit": sha, "ETag": f'"{git_blob_sha(data)}"',
+            return self.send(h, 200, data, {"X-Repo-Commit": sha, "ETag": f'"{git_blob_sha(data)}"',
                                        "Content-Type": "application/octet-stream"}, head=head)
-        return h._error(404, "NotFound", f"fake hub has no route for {method} {path}")
+        return self._error(h, 404, "NotFound", f"fake hub has no route for {method} {path}")

@@ -6,56 +6,37 @@ from __future__ import annotations
 import json
 import socket
 import tarfile
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from conftest import SHARED, run_cli
+from local_server import LocalServer
 
 FIXTURES = Path(__file__).parent / "fixtures" / "giitaayan"
 
 
-class FakeDataServer:
-    """Serves `files` (path -> bytes); `truncate` holds paths whose next answer stops half-way; records requests."""
+class FakeDataServer(LocalServer):
+    """Serves `files` (path -> bytes); `truncate` holds paths whose next answer stops half-way."""
 
     def __init__(self, files: dict[str, bytes]):
-        self.files, self.truncate, self.requests = dict(files), set(), []
-        server = self
+        super().__init__()
+        self.files, self.truncate = dict(files), set()
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):
-                server.requests.append({"path": self.path, "user_agent": self.headers.get("User-Agent", "")})
-                data = server.files.get(self.path)
-                if data is None:
-                    self.send_response(404)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                if self.path in server.truncate:
-                    server.truncate.discard(self.path)
-                    self.wfile.write(data[: len(data) // 2])
-                    self.close_connection = True
-                    return
-                self.wfile.write(data)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-
-    def __enter__(self):
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+    def handle(self, h, request: dict) -> None:
+        path = request["path"]
+        data = self.files.get(path)
+        if data is None:
+            return self.send(h, 404)
+        if path in self.truncate:  # headers promise the whole file; half of it arrives, then the connection closes
+            self.truncate.discard(path)
+            h.send_response(200)
+            h.send_header("Content-Length", str(len(data)))
+            h.end_headers()
+            h.wfile.write(data[: len(data) // 2])
+            h.close_connection = True
+            return
+        self.send(h, 200, data)
 
 
 def _isb_archive(path: Path) -> bytes:
@@ -91,7 +72,7 @@ def test_tinyshakespeare_is_downloaded_once_checked_and_prepared(tmp_path):
         cached = tmp_path / "cache" / "data" / "tinyshakespeare" / "input.txt"
         assert cached.read_bytes() == real.read_bytes()
         assert [r["path"] for r in server.requests] == ["/tinyshakespeare/input.txt"]
-        assert server.requests[0]["user_agent"].startswith("lyricdist/")
+        assert server.requests[0]["headers"]["user-agent"].startswith("lyricdist/")
         run_cli("prepare", "tinyshakespeare", "--out", str(tmp_path / "again"), env=env)
         assert len(server.requests) == 1  # the cached copy, no second download
         assert (tmp_path / "again" / "train.bin").read_bytes() == (tmp_path / "ts" / "train.bin").read_bytes()

@@ -13,6 +13,7 @@ import re
 
 import pytest
 
+from fake_hf import FakeHub
 from conftest import CONFIGS, run_cli
 from fake_genius import FAKE_TOKEN, FakeGenius
 from lyricdist.errors import LyricdistError
@@ -581,7 +582,7 @@ def test_every_request_sends_the_lyricdist_user_agent(fake, tmp_path):
 
     assert scrape(["DJ Kilowatt"], 2, tmp_path / "ds", **FAST).exit_code == 0
     assert fake.request_count("/public/") and fake.request_count("/api/") and fake.request_count("/web/")
-    agents = {h.get("User-Agent") for h in fake.request_headers()}  # lyricsgenius adds the OS and Python version
+    agents = {h.get("user-agent") for h in fake.request_headers()}  # lyricsgenius adds the OS and Python version
     assert len(agents) == 1 and agents.pop().startswith(f"({user_agent()}) ("), agents
 
 
@@ -675,73 +676,8 @@ def test_a_deleted_song_page_is_not_retried(fake, tmp_path):
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Pushing to the Hub: a fake Hugging Face Hub on 127.0.0.1 behind HF_ENDPOINT, as far as the commit request.
+# Pushing to the Hub: the fake Hugging Face Hub (tests/fake_hf.py) on 127.0.0.1 behind HF_ENDPOINT.
 # --------------------------------------------------------------------------------------------------------------
-
-
-class FakeHub:
-    """Answers what `HfApi.create_repo` and `HfApi.create_commit` send (create, validate-yaml, preupload: every
-    file "regular", commit) and keeps each request's JSON; `create_status` makes repo creation fail."""
-
-    def __init__(self):
-        self.requests: list[tuple[str, object]] = []  # (path, JSON body or NDJSON lines)
-        self.create_status = 200
-
-    def __enter__(self) -> "FakeHub":
-        import threading
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-        hub = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self) -> None:
-                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                path = self.path.split("?", 1)[0]
-                lines = [json.loads(line) for line in raw.decode().splitlines() if line.strip()]
-                hub.requests.append((path, lines if path.endswith("/commit/main") else json.loads(raw or b"{}")))
-                status, answer = 200, {}
-                if path == "/api/repos/create":
-                    body = json.loads(raw)
-                    status = hub.create_status
-                    answer = {"url": f"{hub.endpoint}/datasets/{body['organization']}/{body['name']}"}
-                    if status != 200:
-                        answer = {"error": "Invalid credentials in Authorization header"}
-                elif path.endswith("/preupload/main"):
-                    files = json.loads(raw)["files"]
-                    answer = {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False}
-                                        for f in files]}
-                elif path.endswith("/commit/main"):
-                    repo = path[len("/api/datasets/"):-len("/commit/main")]
-                    answer = {"commitUrl": f"{hub.endpoint}/datasets/{repo}/commit/{'0' * 40}", "commitOid": "0" * 40}
-                data = json.dumps(answer).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-    def body(self, suffix: str):
-        return next(body for path, body in self.requests if path.endswith(suffix))
-
-    def committed_files(self) -> dict[str, bytes]:
-        import base64
-
-        return {line["value"]["path"]: base64.b64decode(line["value"]["content"])
-                for line in self.body("/commit/main") if line["key"] == "file"}
 
 
 @pytest.fixture
@@ -751,7 +687,7 @@ def fake_hub(monkeypatch):
     # conftest keeps huggingface_hub offline (read once, at import); this endpoint is the local fake
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     with FakeHub() as hub:
-        monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
         monkeypatch.setenv("HF_TOKEN", "hf_fake_token_for_tests")
         monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
         yield hub
@@ -784,7 +720,7 @@ def test_push_sends_our_card_and_the_data_to_a_private_repo(fake_hub, tmp_path, 
     create = fake_hub.body("/api/repos/create")
     assert (create["organization"], create["name"], create["type"]) == ("someone", "lyrics", "dataset")
     assert create.get("visibility", "private" if create.get("private") else "public") == visibility
-    files = fake_hub.committed_files()
+    files = fake_hub.commits[-1]["files"]
     assert set(files) == {"README.md", HUB_DATA_FILE}
     assert files["README.md"] == (out / "README.md").read_bytes()  # the card this scrape wrote, not the Hub's
     assert b"| Juniper Vale | Juniper Vale | 2 |" in files["README.md"]
@@ -797,7 +733,7 @@ def test_push_failure_names_todays_login_command(fake_hub, tmp_path):
 
     out = tmp_path / "ds"
     _written_dataset(out)
-    fake_hub.create_status = 401
+    fake_hub.fail_create = 401
     with pytest.raises(LyricdistError) as failed:
         push_to_hub(out, "someone/lyrics")
     message = str(failed.value)
@@ -824,4 +760,4 @@ def test_cli_push_to_hub_sends_the_card_it_wrote(fake, fake_hub, tmp_path, capsy
     assert main(["scrape", "Juniper Vale", "--max-songs", "2", "--out", str(out), "--rate-limit", "500",
                  "--no-progress", "--push-to-hub", "someone/lyrics"]) == 0, capsys.readouterr()
     assert fake_hub.body("/api/repos/create").get("visibility") == "private"
-    assert fake_hub.committed_files()["README.md"] == (out / "README.md").read_bytes()
+    assert fake_hub.commits[-1]["files"]["README.md"] == (out / "README.md").read_bytes()

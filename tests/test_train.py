@@ -83,6 +83,14 @@ def _losses(out: Path) -> list[float]:
     return [r["train_loss"] for r in read_metrics(out)]
 
 
+def test_one_process_losses_match_the_golden_file(demo_corpus, tmp_path):
+    """The fast tier's guard of the training math: the per-step losses of the golden configuration, in-process."""
+    train(tiny_config(demo_corpus, tmp_path / "one", *DIST_ARGS))
+    golden = json.loads(GOLDEN.read_text())
+    assert golden["args"] == DIST_ARGS
+    assert _losses(tmp_path / "one") == pytest.approx(golden["train_loss"], abs=1e-4)
+
+
 @pytest.mark.slow
 def test_two_processes_match_one_process_and_the_golden_file(demo_corpus, tmp_path):
     """torchtitan-style: the per-step losses of a 2-process gloo run equal the 1-process run (and the golden file)."""
