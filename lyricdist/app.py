@@ -4,7 +4,7 @@
     lyricdist app CONDITIONED_CKPT         # two artists of one artist-conditioned model
     lyricdist app ... --similarity RUN     # also show each part's style attribution (a `similarity train` run)
     lyricdist app ... --host 0.0.0.0       # serve other machines too (default $GRADIO_SERVER_NAME, else 127.0.0.1)
-    lyricdist app ... --share              # and a temporary public link through Gradio's share service
+    lyricdist app ... --share true              # and a temporary public link through Gradio's share service
 
 The page writes the song with lyricdist.collab's `collab_stream`, the generator `collab()` itself is built on:
 the text appears as it is generated (line by line, each part headed by its author), each song is written once,
@@ -33,6 +33,7 @@ from typing import Callable, Iterator
 
 from .collab import MODES
 from .errors import LyricdistError
+from .options import listed
 
 EXTRA = "pip install 'lyricdist[app]'"
 
@@ -345,7 +346,7 @@ def _theme(gr):
     return gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
 
 
-def app(checkpoints: list[str], similarity: str | None = None, corpus: list[str] | None = None,
+def app(checkpoints: list[str], similarity: str | None = None, corpus: str | list[str] | None = None,
         host: str | None = None, port: int | None = None, share: bool = False, guidance: float = 0.0,
         device: str = "cpu") -> None:
     """Serve the collaboration page until interrupted (^C, or SIGTERM as `docker stop` sends it).
@@ -363,7 +364,7 @@ def app(checkpoints: list[str], similarity: str | None = None, corpus: list[str]
     """
     gr = _gradio()
     host = host or os.environ.get("GRADIO_SERVER_NAME") or "127.0.0.1"
-    studio = Studio.open(checkpoints, similarity=similarity, corpus=corpus, device=device)
+    studio = Studio.open(checkpoints, similarity=similarity, corpus=listed(corpus), device=device)
     page = build(studio, guidance=guidance)
     received: list[int] = []
     stopped = threading.Event()
@@ -392,7 +393,7 @@ def app(checkpoints: list[str], similarity: str | None = None, corpus: list[str]
 def cli_parser():
     from .options import function_parser
 
-    return function_parser(app, positional="checkpoints")
+    return function_parser(app, words="checkpoints")
 
 
 def cli_run(parser, args) -> int:

@@ -12,10 +12,9 @@ import argparse
 import importlib
 import importlib.util
 import os
-import re
 import sys
 
-from .options import RESTRICTIONS, call, function_parser
+from .options import call, function_parser
 
 COMMANDS = {
     "scrape": ("lyricdist.genius.cli", "fetch lyrics from Genius with Ray into a HuggingFace dataset"),
@@ -86,37 +85,6 @@ def _one_line(text: str) -> str:
     return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
 
 
-def _argument_error(parser, error: Exception) -> str:
-    """jsonargparse's message in one line, naming options as they are typed (--max-songs, not max_songs) and range
-    restrictions in words."""
-    option, parsers = {}, [parser]
-    while parsers:  # the command's options and its subcommands'
-        for action in parsers.pop()._actions:
-            if action.option_strings:
-                option.setdefault(action.dest, action.option_strings[0])
-            if isinstance(getattr(action, "choices", None), dict):
-                parsers += [p for p in action.choices.values() if hasattr(p, "_actions")]
-    line = _one_line(error)
-    line = re.sub(r'Parser key "([\w.]+)"(?: element \d+)?:', lambda m: option.get(m.group(1), m.group(1)) + ":", line)
-    line = re.sub(r"(the following arguments are required: )(.*)$",
-                  lambda m: m.group(1) + ", ".join(option.get(n, n) for n in m.group(2).split(", ")), line)
-    literal = (re.match(r"(--[\w.-]+): Expected a typing.Literal\[(.*?)\]\. Got value: (.*)$", line)
-               or re.match(r"(--[\w.-]+): Does not validate against any of the Union subtypes Subtypes: "
-                           r"\[typing.Literal\[(.*?)\], <class 'NoneType'>\].*Given value: (.*)$", line))
-    if literal:
-        flag, choices, value = literal.groups()
-        line = f"{flag} must be one of {choices.replace(chr(39), '')}, got {value}"
-    # a value outside a constrained type's range (alone, or as the first type of an `X | None`)
-    ranged = re.match(r"(--[\w.-]+): (?:Does not validate against any of the Union subtypes .*?- )?"
-                      r"Not of type \w+: ?(.*?) ?does not conform to restriction (v[^-]*?)(?: - Expected .*)?$", line)
-    if ranged:
-        flag, value, restriction = ranged.groups()
-        given = re.search(r"Given value: (.*)$", line)
-        value = given.group(1) if given and not value else value
-        line = f"{flag} {RESTRICTIONS.get(restriction.strip(), restriction.strip())}, got {value}"
-    return line
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
@@ -142,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv[1:])
     except argparse.ArgumentError as e:
-        print(f"lyricdist {cmd}: error: {_argument_error(parser, e)} (see `lyricdist {cmd} --help`)", file=sys.stderr)
+        print(f"lyricdist {cmd}: error: {_one_line(e)} (see `lyricdist {cmd} --help`)", file=sys.stderr)
         return 2
     try:
         return int(run(args) or 0)

@@ -4,7 +4,7 @@ A and B are two checkpoints (e.g. two per-artist fine-tunes of one base model), 
 artist names of one artist-conditioned model. Modes:
 
 * alternate -- the original project's method: A writes `--lines` lines, then B continues with A's last
-  `--context-lines` lines as its primetext, and so on for `--turns` turns.
+  `--context_lines` lines as its primetext, and so on for `--turns` turns.
 * blend -- every next character is drawn from a mix of both models' distributions, each at `--temperature`:
   `--rule product` (default): p ~ pA^(1-alpha) * pB^alpha, renormalised (geometric mean: a character must
   suit both artists); `--rule mixture`: p = (1-alpha) pA + alpha pB (either artist may pick it). Only
@@ -37,7 +37,7 @@ import torch
 from jsonargparse.typing import ClosedUnitInterval, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 
 from .checkpoint import artist_index, load_checkpoint, resolve_checkpoint_dir
-from .options import check_ranges
+from .options import check_types, listed
 from .precision import use_for_inference
 from .errors import LyricdistError
 from .fileio import atomic_write_json
@@ -213,7 +213,7 @@ def collab(
         device: cpu, cuda, ...
         guidance: alternate: steer each author away from the other, lA + w (lA - lB) (0 = off)
     """
-    check_ranges(collab, locals())
+    check_types(collab, locals())
     stream = collab_stream(a, b, mode, model, turns, lines, context_lines, alpha, rule, temperature, primetext, seed,
                            device, guidance)
     last = collections.deque(stream, maxlen=1)  # the stream's last snapshot is the song
@@ -242,7 +242,7 @@ def collab_stream(
     updated in place (a part's text grows, parts are appended): copy what you keep. Stopping early is stopping
     the iteration. Arguments as collab's; `authors`: the two authors already loaded (load_authors), e.g. by a
     server that writes many songs with the same models."""
-    check_ranges(collab_stream, locals())
+    check_types(collab_stream, locals())
     if mode == "condition" and model is None:
         raise LyricdistError(
             "--mode condition needs an artist-conditioned model: --model CKPT with A and B artist names"
@@ -342,12 +342,11 @@ def format_song(result: dict) -> str:
 
 
 def cli_parser():
-    from .options import add_signature_options, function_parser
     from .memorization import check_options
+    from .options import function_parser
 
-    p = function_parser(collab)
+    p = function_parser(collab, more=(check_options,))
     p.add_argument("--out", type=str | None, default=None, help="also write the song as JSON to this file")
-    add_signature_options(p, check_options)
     return p
 
 
@@ -358,7 +357,7 @@ def cli_run(parser, args) -> int:
     if args.check_memorization:
         from .memorization import check_texts, format_report, training_corpus
 
-        corpora = args.corpus or [training_corpus(p) for p in ([args.model] if args.model else [args.a, args.b])]
+        corpora = listed(args.corpus) or [training_corpus(p) for p in ([args.model] if args.model else [args.a, args.b])]
         generated = "".join(s["text"] for s in result["segments"] if s["author"] != "primetext")
         rows = check_texts([generated], corpora, args.max_span, args.max_ngram_share)[0]
         result["memorization"] = rows

@@ -5,8 +5,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Literal, Optional
 
+from jsonargparse.typing import (ClosedUnitInterval, NonNegativeFloat, NonNegativeInt, PositiveFloat,
+                                 PositiveInt)
+
 from .errors import LyricdistError
 from .model import ModelConfig
+from .options import DecayFactor, check_fields, plain, plain_fields
 
 
 @dataclass
@@ -53,28 +57,31 @@ class TrainConfig:
             signal (SIGTERM/SIGUSR1/^C); keep it well inside the launcher's grace (torchrun: 30 s to SIGKILL)
     """
 
-    seq_len: int = 50
-    batch_size: int = 50
-    max_steps: int = 1000
+    seq_len: PositiveInt = 50
+    batch_size: PositiveInt = 50
+    max_steps: PositiveInt = 1000
     optimizer: Literal["adam", "adamw", "rmsprop", "sgd"] = "adam"
-    lr: float = 2e-3
-    weight_decay: float = 0.0
+    lr: PositiveFloat = 2e-3
+    weight_decay: NonNegativeFloat = 0.0
     lr_schedule: Literal["constant", "cosine", "epoch_decay"] = "constant"
-    lr_decay: float = 0.97
+    lr_decay: DecayFactor = 0.97
     lr_decay_after: int = 10
-    min_lr_ratio: float = 0.1
-    warmup_steps: int = 0
-    grad_clip: float = 5.0
-    grad_accum: int = 1
-    eval_every: int = 200
-    save_every: int = 0
-    log_every: int = 10
+    min_lr_ratio: ClosedUnitInterval = 0.1
+    warmup_steps: NonNegativeInt = 0
+    grad_clip: NonNegativeFloat = 5.0
+    grad_accum: PositiveInt = 1
+    eval_every: PositiveInt = 200
+    save_every: NonNegativeInt = 0
+    log_every: PositiveInt = 10
     seed: int = 1337
     out_dir: str = "runs/default"
     mixed_precision: Literal["auto", "no", "fp16", "bf16"] = "auto"
     cpu: bool = False
     init_from: Optional[str] = None
-    stop_check_seconds: float = 5.0
+    stop_check_seconds: PositiveFloat = 5.0
+
+    def __post_init__(self) -> None:
+        plain_fields(self)  # numbers as builtins (lyricdist.options)
 
 
 @dataclass
@@ -102,6 +109,9 @@ class TrackingConfig:
     mode: Optional[Literal["online", "offline", "disabled"]] = None
     log_checkpoints: bool = True
 
+    def __post_init__(self) -> None:
+        plain_fields(self)  # numbers as builtins (lyricdist.options)
+
 
 @dataclass
 class SamplesConfig:
@@ -117,9 +127,12 @@ class SamplesConfig:
 
     enabled: bool = True
     primetexts: list[str] = field(default_factory=list)
-    temperatures: list[float] = field(default_factory=lambda: [0.5, 1.0])
-    length: int = 200
+    temperatures: list[PositiveFloat] = field(default_factory=lambda: [0.5, 1.0])
+    length: PositiveInt = 200
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        plain_fields(self)  # numbers as builtins (lyricdist.options)
 
 
 @dataclass
@@ -131,30 +144,12 @@ class RunConfig:
     samples: SamplesConfig = field(default_factory=SamplesConfig)
 
     def validate(self) -> None:
+        """Ranges come from the fields' types (as on the command line); what no type says is checked here."""
         if not self.data.corpus:
             raise LyricdistError("data.corpus is not set; pass --data.corpus DIR (a `lyricdist prepare` output)")
-        self.model.validate()
-        t = self.train
-        for name in ("seq_len", "batch_size", "max_steps", "eval_every", "log_every", "grad_accum"):
-            if getattr(t, name) <= 0:
-                raise LyricdistError(f"train.{name} must be positive, got {getattr(t, name)}")
-        if t.lr <= 0:
-            raise LyricdistError(f"train.lr must be positive, got {t.lr}")
-        if t.stop_check_seconds <= 0:
-            raise LyricdistError(f"train.stop_check_seconds must be positive, got {t.stop_check_seconds}")
-        for name in ("grad_clip", "weight_decay", "warmup_steps", "save_every"):
-            if getattr(t, name) < 0:
-                raise LyricdistError(f"train.{name} must be >= 0, got {getattr(t, name)}")
-        if not 0 < t.lr_decay <= 1:
-            raise LyricdistError(f"train.lr_decay must be in (0, 1], got {t.lr_decay}")
-        if not 0 <= t.min_lr_ratio <= 1:
-            raise LyricdistError(f"train.min_lr_ratio must be in [0, 1], got {t.min_lr_ratio}")
+        check_fields(self)
         if self.samples.enabled and not self.samples.temperatures:
             raise LyricdistError("samples.temperatures is empty; give at least one, e.g. [0.5, 1.0]")
-        if any(temp <= 0 for temp in self.samples.temperatures):
-            raise LyricdistError(f"samples.temperatures must be positive, got {self.samples.temperatures}")
-        if self.samples.length <= 0:
-            raise LyricdistError(f"samples.length must be positive, got {self.samples.length}")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return plain(asdict(self))

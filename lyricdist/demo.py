@@ -35,11 +35,11 @@ def run_demo(
         max_songs: songs per artist when scraping
         overrides: run-config overrides for the preset, e.g. [--train.lr=1e-3]
     """
-    from .options import check_ranges
+    from .options import check_types
     from .prepare import prepare
     from .sample import sample
 
-    check_ranges(run_demo, locals())
+    check_types(run_demo, locals())
     from .train import load_config, train
 
     out_dir = Path(out)

@@ -23,7 +23,7 @@ def prime_ids(vocab: Vocab, primetext: str, drop_unknown: bool = False) -> list[
         if not drop_unknown:
             raise LyricdistError(
                 f"primetext characters not in the model's vocabulary: {''.join(missing)!r}; "
-                f"remove them or pass --drop-unknown"
+                f"remove them or pass --drop_unknown true"
             )
         print(f"warning: dropped primetext characters not in the vocabulary: {''.join(missing)!r}", file=sys.stderr)
     return vocab.encode_known(primetext)

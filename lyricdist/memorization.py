@@ -272,7 +272,7 @@ class CorpusIndex:
 
 def check_options(
     check_memorization: bool = False,
-    corpus: list[str] | None = None,
+    corpus: str | list[str] | None = None,
     max_span: PositiveInt | None = None,
     max_ngram_share: ClosedUnitInterval | None = None,
 ) -> None:
@@ -283,7 +283,7 @@ def check_options(
         corpus: corpora for the check (default: the model's)
         max_span: also warn at a copied span of this many characters (default: compare with the artist's held-out
             songs in words; 50 where it has none)
-        max_ngram_share: also warn at this share of character 8-grams (default: as --max-span; 0.9)
+        max_ngram_share: also warn at this share of character 8-grams (default: as --max_span; 0.9)
     """
 
 

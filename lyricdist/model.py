@@ -9,6 +9,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from jsonargparse.typing import NonNegativeInt, PositiveInt
+
+from .options import FractionBelowOne, check_fields, plain_fields
 from .precision import run_rnn
 
 State = tuple[torch.Tensor, ...]  # (h, c) for an LSTM, (h,) for a GRU or plain RNN
@@ -28,23 +31,18 @@ class ModelConfig:
     """
 
     cell: Literal["lstm", "gru", "rnn"] = "lstm"
-    num_layers: int = 2
-    hidden_size: int = 128
-    dropout: float = 0.0
-    embedding_dim: int = 0
-    artist_embedding_dim: int = 0
+    num_layers: PositiveInt = 2
+    hidden_size: PositiveInt = 128
+    dropout: FractionBelowOne = 0.0
+    embedding_dim: NonNegativeInt = 0
+    artist_embedding_dim: NonNegativeInt = 0
+
+    def __post_init__(self) -> None:
+        plain_fields(self)  # numbers as builtins (lyricdist.options)
 
     def validate(self) -> None:
-        from .errors import LyricdistError
-
-        for name in ("num_layers", "hidden_size"):
-            if getattr(self, name) <= 0:
-                raise LyricdistError(f"model.{name} must be positive, got {getattr(self, name)}")
-        for name in ("embedding_dim", "artist_embedding_dim"):
-            if getattr(self, name) < 0:
-                raise LyricdistError(f"model.{name} must be >= 0, got {getattr(self, name)}")
-        if not 0 <= self.dropout < 1:
-            raise LyricdistError(f"model.dropout must be in [0, 1), got {self.dropout}")
+        """Ranges come from the fields' types (lyricdist.options.check_fields)."""
+        check_fields(self, "model.")
 
 
 _CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}

@@ -1,14 +1,32 @@
-"""The options of lyricdist's commands, from typed function signatures (jsonargparse), and the same range checks
-for Python callers. Library modules import this; lyricdist.cli only dispatches the commands."""
+"""The options of lyricdist's commands, in jsonargparse's own style, and one range system for everyone.
+
+Every command's options come from typed signatures by jsonargparse itself, as `train`'s come from its dataclass
+configs: a function command is `add_function_arguments(func)` (`--max_songs 20`, `--argmax true`, lists as
+`--temperature '[0.5, 1.0]'` or `--temperature+ 0.5`; required parameters are positional), a stage configured by
+dataclasses is `add_class_arguments` (`--train.lr 1e-3`). jsonargparse parses, writes `--help` (types and defaults)
+and rejects a value outside its type; lyricdist only prints its message on one line.
+
+Ranges live in types (jsonargparse's PositiveInt, ClosedUnitInterval, ...: a parameter's or a dataclass field's),
+so there is one range system: the command line gets it from jsonargparse, Python callers from `check_types`.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
-import re
+import inspect
+import operator
+import typing
 from typing import Callable
 
-RESTRICTIONS = {"v>0": "must be positive", "v>=0": "must be >= 0", "v>=0 and v<=1": "must be in [0, 1]",
-                "v>0 and v<1": "must be in (0, 1)"}
+from jsonargparse.typing import restricted_number_type
+
+# Ranges jsonargparse does not name: [0, 1) (a dropout or held-out share) and (0, 1] (a decay factor).
+FractionBelowOne = restricted_number_type("FractionBelowOne", float, [(">=", 0), ("<", 1)])
+DecayFactor = restricted_number_type("DecayFactor", float, [(">", 0), ("<=", 1)])
+
+_WORDS = {operator.gt: ">", operator.ge: ">=", operator.lt: "<", operator.le: "<=", operator.eq: "==",
+          operator.ne: "!="}
 
 
 def require(module: str, extra: str, what: str):
@@ -22,104 +40,117 @@ def require(module: str, extra: str, what: str):
                              f"install it with: pip install 'lyricdist[{extra}]'") from None
 
 
-def add_signature_options(parser, func: Callable, positional: str | None = None, skip: tuple[str, ...] = (),
-                          flags: dict[str, str] | None = None) -> None:
-    """One option per parameter of `func`, written once there: `--dashed-name` with its type and default, help from
-    its docstring, range checks from its types (PositiveInt, Literal, ...). A parameter without a default is a
-    positional argument, or, when the list parameter `positional` takes the command's words, a required option;
-    a bool (or bool | None) is a --flag / --no-flag pair. `skip` leaves parameters out (the caller fills them);
-    `flags` names an option otherwise than after its parameter (e.g. {"artists": "--artist"})."""
-    import inspect
-    import typing
+def new_parser(description: str):
+    """A jsonargparse parser that raises on bad arguments (lyricdist.cli prints one line) instead of exiting."""
+    from jsonargparse import ArgumentParser
 
+    return ArgumentParser(description=description, exit_on_error=False)
+
+
+def function_parser(func: Callable, words: str | None = None, skip: tuple[str, ...] = (),
+                    more: tuple[Callable, ...] = ()):
+    """The parser of a command that is the typed function `func` (its docstring's first paragraph describes it).
+
+    jsonargparse adds one option per parameter (`more`: further functions whose parameters the command also takes).
+    Required parameters are positional, unless the list parameter `words` takes the command's words (`lyricdist
+    prepare a.txt b.txt --out DIR`): then they are required options. `skip`: parameters the caller fills.
+    """
+    parser = new_parser((inspect.getdoc(func) or "").split("\n\n")[0].replace("\n", " "))
+    if words:
+        parser.add_argument(words, nargs="*", default=[], help=_param_help(func, words))
+    parser.add_function_arguments(func, as_positional=words is None, skip={*skip, *([words] if words else [])},
+                                  as_group=False)
+    for extra in more:
+        parser.add_function_arguments(extra, as_group=False)
+    return parser
+
+
+def _param_help(func: Callable, name: str) -> str | None:
     import docstring_parser
-    from jsonargparse import ActionYesNo
 
-    hints = typing.get_type_hints(func)
-    helps = {p.arg_name: p.description for p in docstring_parser.parse(func.__doc__ or "").params}
-    for name, param in inspect.signature(func).parameters.items():
-        if name in skip:
-            continue
-        required = param.default is inspect.Parameter.empty
-        flag, hint, help_ = (flags or {}).get(name, "--" + name.replace("_", "-")), hints[name], helps.get(name)
-        listed = _listed_scalar(hint)  # --temperature 0.5 1.0, not --temperature [0.5,1.0]
-        if name == positional:
-            parser.add_argument(name, nargs="*", type=str, default=[], help=help_)
-        elif required and positional is None:
-            parser.add_argument(name, type=hint, help=help_)
-        elif required:
-            parser.add_argument(flag, type=hint, required=True, help=help_, dest=name)
-        elif hint is bool or hint == bool | None:
-            parser.add_argument(flag, action=ActionYesNo(yes_prefix="", no_prefix="no-"), default=param.default,
-                                help=help_, dest=name)
-        elif listed is not None:
-            default = None if param.default is None else list(param.default)
-            parser.add_argument(flag, nargs="+", type=listed, default=default, help=help_, dest=name,
-                                metavar=flag[2:].upper().replace("-", "_"))
-        else:
-            parser.add_argument(flag, type=hint, default=param.default, help=help_, dest=name)
-
-
-def _listed_scalar(hint):
-    """T for list[T] / Sequence[T] / list[T] | None with T a scalar type, else None."""
-    import collections.abc
-    import typing
-
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    if typing.get_origin(hint) in (typing.Union, getattr(__import__("types"), "UnionType", None)) and len(args) == 1:
-        hint = args[0]
-    if typing.get_origin(hint) in (list, collections.abc.Sequence):
-        (item,) = typing.get_args(hint) or (str,)
-        if isinstance(item, type) and issubclass(item, (str, int, float)):
-            return item
-    return None
-
-
-def check_ranges(func: Callable, values: dict) -> None:
-    """Python callers get the range checks the command line gets from the parameter types (PositiveInt, ...)."""
-    import typing
-
-    from .errors import LyricdistError
-
-    for name, hint in typing.get_type_hints(func).items():
-        if typing.get_origin(hint) is typing.Literal and values.get(name) not in typing.get_args(hint):
-            raise LyricdistError(f"--{name.replace('_', '-')} must be one of {', '.join(map(str, typing.get_args(hint)))}"
-                                 f", got {values.get(name)!r}")
-        items = [values.get(name)]
-        optional = [a for a in typing.get_args(hint) if a is not type(None)]
-        if type(None) in typing.get_args(hint) and len(optional) == 1 and _listed_scalar(hint) is None:
-            hint = optional[0]  # X | None: None passes, other values are checked as X
-        if _listed_scalar(hint) is not None:
-            hint, items = _listed_scalar(hint), list(values.get(name) or [])
-        if isinstance(hint, type) and issubclass(hint, (int, float)) and hint not in (int, float, bool):
-            for value in items:
-                try:
-                    if value is not None:
-                        hint(value)
-                except (TypeError, ValueError) as e:
-                    said = re.search(r"restriction (.*)$", str(e))
-                    reason = RESTRICTIONS.get(said.group(1).strip(), str(e)) if said else str(e)
-                    raise LyricdistError(f"--{name.replace('_', '-')} {reason}, got {value!r}") from None
+    return next((p.description for p in docstring_parser.parse(func.__doc__ or "").params if p.arg_name == name), None)
 
 
 def call(func: Callable, args, **given):
     """`func` called with its parameters' values from parsed `args` (other options are the caller's), or `given`."""
-    import inspect
-
     return func(**{name: given[name] if name in given else args[name] for name in inspect.signature(func).parameters})
 
 
-def function_parser(func: Callable, positional: str | None = None, **options):
-    """A parser for a command that is the typed function `func` (see add_signature_options for `options`)."""
-    import inspect
-
-    parser = new_parser((inspect.getdoc(func) or "").split("\n\n")[0].replace("\n", " "))
-    add_signature_options(parser, func, positional, **options)
-    return parser
+def listed(value) -> list | None:
+    """An option that takes one value or a list of them (`--corpus DIR` or `--corpus '[A, B]'`), as a list."""
+    if value is None:
+        return None
+    return [value] if isinstance(value, (str, int, float)) else list(value)
 
 
-def new_parser(description: str):
-    """A jsonargparse parser that raises on bad arguments (the caller prints one line) instead of exiting."""
-    from jsonargparse import ArgumentParser
+def plain(value):
+    """`value` with range-typed numbers (PositiveInt, ... subclass int/float) as plain ones, for YAML and JSON."""
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(plain(v) for v in value) if type(value) in (list, tuple) else [plain(v) for v in value]
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int) and type(value) is not int:
+        return int(value)
+    if isinstance(value, float) and type(value) is not float:
+        return float(value)
+    return value
 
-    return ArgumentParser(description=description, exit_on_error=False)
+
+def plain_fields(config) -> None:
+    """Store a dataclass's range-typed values (jsonargparse gives PositiveInt(5), ...) as plain numbers: a config's
+    values end up in optimizer state and checkpoints, which load without unpickling anything but builtins. For
+    dataclass configs' __post_init__."""
+    for f in dataclasses.fields(config):
+        setattr(config, f.name, plain(getattr(config, f.name)))
+
+
+# ---- one range system: the types --------------------------------------------------------------------------------
+def check_types(func: Callable, values: dict) -> None:
+    """A Python caller of `func` gets the checks its command line gets from jsonargparse: each value in its
+    parameter's range (PositiveInt, ClosedUnitInterval, ...) and Literal choices; one-line LyricdistError."""
+    hints = typing.get_type_hints(func)
+    for name in inspect.signature(func).parameters:
+        if name in hints and name in values:
+            _check(name, hints[name], values[name])
+
+
+def check_fields(config, prefix: str = "") -> None:
+    """The same for a dataclass config (recursively): `train.lr must be > 0, got 0`."""
+    hints = typing.get_type_hints(type(config))
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            check_fields(value, f"{prefix}{f.name}.")
+        elif f.name in hints:
+            _check(prefix + f.name, hints[f.name], value)
+
+
+def _check(name: str, hint, value) -> None:
+    from .errors import LyricdistError
+
+    problem = _problem(hint, value)
+    if problem:
+        raise LyricdistError(f"{name} {problem}, got {value!r}")
+
+
+def _problem(hint, value) -> str | None:
+    """Why `value` is not of `hint`'s range or choices (None if it is, or if the hint restricts nothing)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Literal:
+        return None if value in args else "must be one of " + ", ".join(map(str, args))
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if value is None and type(None) in args:
+            return None
+        problems = [_problem(a, value) for a in args if a is not type(None)]
+        return None if any(p is None for p in problems) else next(p for p in problems if p)
+    if origin in (list, tuple, typing.Sequence, __import__("collections.abc").abc.Sequence) and args:
+        if not isinstance(value, (list, tuple)):
+            return None
+        return next((p for p in (_problem(args[0], v) for v in value) if p), None)
+    restrictions = getattr(hint, "_restrictions", None)
+    if restrictions and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not all(op(value, bound) for op, bound in restrictions):
+            return "must be " + " and ".join(f"{_WORDS.get(op, op.__name__)} {bound}" for op, bound in restrictions)
+    return None

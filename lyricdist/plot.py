@@ -29,7 +29,7 @@ def plot(runs: list[str], out: str = "curves.png", title: str | None = None) -> 
 
 
 def cli_parser():
-    return function_parser(plot, positional="runs")
+    return function_parser(plot, words="runs")
 
 
 def cli_run(parser, args) -> int:

@@ -20,7 +20,7 @@ from typing import Sequence
 import numpy as np
 from jsonargparse.typing import PositiveInt
 
-from .options import check_ranges
+from .options import FractionBelowOne, check_types
 from .corpus_format import CORPUS_FORMAT, CORPUS_VERSION
 from .errors import LyricdistError
 from .fileio import atomic_dir, atomic_write_json
@@ -73,7 +73,7 @@ def _select_artists(songs: list[Song], artists: Sequence[str] | None, exclude: S
         found = {c.casefold() for s in songs for c in _credits(s)} & set(wanted)
         if set(wanted) - found:
             missing = sorted(wanted[a] for a in set(wanted) - found)
-            raise LyricdistError(f"artists not found in the sources: {missing}; check --artist spelling")
+            raise LyricdistError(f"artists not found in the sources: {missing}; check the --artists spelling")
         kept = []
         for s in songs:
             match = next((c for c in _credits(s) if c.casefold() in wanted), None)
@@ -84,7 +84,7 @@ def _select_artists(songs: list[Song], artists: Sequence[str] | None, exclude: S
         dropped = {a.casefold() for a in exclude}
         songs = [s for s in songs if s.artist.casefold() not in dropped]
         if not songs:
-            raise LyricdistError(f"--exclude-artist {list(exclude)} leaves no songs; exclude fewer artists")
+            raise LyricdistError(f"--exclude_artists {list(exclude)} leaves no songs; exclude fewer artists")
     return songs
 
 
@@ -118,7 +118,7 @@ def _check_out_dir(out: Path, overwrite: bool) -> None:
     meta = out / "meta.json"
     is_corpus = meta.is_file() and CORPUS_FORMAT in meta.read_text(encoding="utf-8", errors="replace")
     if is_corpus and not overwrite:
-        raise LyricdistError(f"corpus directory {out} already exists; pass --overwrite to replace it")
+        raise LyricdistError(f"corpus directory {out} already exists; pass --overwrite true to replace it")
     if not is_corpus and any(out.iterdir()):
         raise LyricdistError(f"--out {out} is a non-empty directory that is not a lyricdist corpus; choose another path")
 
@@ -126,7 +126,7 @@ def _check_out_dir(out: Path, overwrite: bool) -> None:
 def prepare(
     sources: Sequence[str],
     out: str,
-    val_fraction: float = 0.1,
+    val_fraction: FractionBelowOne = 0.1,
     seed: int = 1337,
     lowercase: bool | None = None,
     artists: Sequence[str] | None = None,
@@ -151,18 +151,16 @@ def prepare(
         val_fraction: share held out for validation (whole songs), in [0, 1)
         seed: seed of the song split
         lowercase: lowercase the text (default: on for lyrics)
-        artists: keep only these artists: --artist Gulzar, --artist 'Anand Bakshi' Gulzar or [ABBA,Queen]
+        artists: keep only these artists: --artists+ Gulzar, or --artists '[Anand Bakshi, Gulzar]'
         exclude_artists: leave out these artists, e.g. unknown
         max_songs_per_artist: keep a random subset of each artist
         overwrite: replace an existing corpus directory
         source_options: options of the sources (see lyricdist.sources.source_options)
         quiet: print nothing
     """
-    check_ranges(prepare, locals())
+    check_types(prepare, locals())
     if not sources:
         raise LyricdistError("no SOURCE given; e.g. `lyricdist prepare demo --out corpus/demo`")
-    if not 0 <= val_fraction < 1:
-        raise LyricdistError(f"--val-fraction must be in [0, 1), got {val_fraction}")
     out_dir = Path(out)
     _check_out_dir(out_dir, overwrite)
     t0 = time.time()
@@ -304,31 +302,15 @@ def prepare(
 
 
 def cli_parser():
-    from .options import add_signature_options, new_parser
+    from .options import function_parser
     from .sources import source_options
 
-    p = new_parser("Turn corpora into a character vocabulary and train/validation token arrays.")
-    add_signature_options(p, prepare, positional="sources", skip=("source_options", "quiet"),
-                          flags={"artists": "--artist", "exclude_artists": "--exclude-artist"})
-    add_signature_options(p, source_options)
-    return p
-
-
-def name_list(values: Sequence[str] | None) -> list[str] | None:
-    """Command-line names: each argument one name, or one `[A,B]` list (the form earlier versions took)."""
-    if not values:
-        return None
-    names = []
-    for v in values:
-        v = v.strip()
-        names += [n.strip() for n in v[1:-1].split(",")] if v.startswith("[") and v.endswith("]") else [v]
-    return [n for n in names if n] or None
+    return function_parser(prepare, words="sources", skip=("source_options", "quiet"), more=(source_options,))
 
 
 def cli_run(parser, args) -> int:
     from .options import call
     from .sources import source_options
 
-    call(prepare, args, artists=name_list(args.artists), exclude_artists=name_list(args.exclude_artists),
-         source_options=call(source_options, args), quiet=False)
+    call(prepare, args, source_options=call(source_options, args), quiet=False)
     return 0

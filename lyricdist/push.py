@@ -10,7 +10,7 @@ from typing import Sequence
 
 from .checkpoint import resolve_checkpoint_dir
 from .errors import LyricdistError
-from .options import call, check_ranges, function_parser
+from .options import call, check_types, function_parser, listed
 from .refs import CHECKPOINT_FILES, DEFAULT_VISIBILITY, HF_LOGIN, _REPO_ID, Visibility, _http_summary
 from .sample import sample
 
@@ -112,7 +112,7 @@ def model_card(config: dict, repo_id: str, sample_text: str, license: str = DEFA
 
 
 def push(checkpoint: str, repo_id: str, visibility: Visibility = DEFAULT_VISIBILITY, revision: str | None = None,
-         message: str | None = None, license: str = DEFAULT_LICENSE, datasets: list[str] | None = None) -> str:
+         message: str | None = None, license: str = DEFAULT_LICENSE, datasets: str | list[str] | None = None) -> str:
     """Upload a checkpoint to the Hugging Face Hub with a generated model card (README.md); returns the commit URL.
 
     Args:
@@ -129,7 +129,7 @@ def push(checkpoint: str, repo_id: str, visibility: Visibility = DEFAULT_VISIBIL
     from huggingface_hub import CommitOperationAdd, HfApi, get_token
     from huggingface_hub.errors import HfHubHTTPError
 
-    check_ranges(push, locals())
+    check_types(push, locals())
     if not _REPO_ID.match(repo_id):
         raise LyricdistError(f"REPO_ID {repo_id!r} is not a Hub repo id; write USER/REPO")
     if not get_token():
@@ -140,7 +140,7 @@ def push(checkpoint: str, repo_id: str, visibility: Visibility = DEFAULT_VISIBIL
     conditioned = config.get("model", {}).get("artist_embedding_dim")
     text = sample(str(path), length=300, temperature=[0.8], seed=0,
                   artist=artists[0] if conditioned and artists else None)[0].text
-    card = model_card(config, repo_id, text, license=license, datasets=datasets)
+    card = model_card(config, repo_id, text, license=license, datasets=listed(datasets))
     ops = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(path / name)) for name in CHECKPOINT_FILES]
     ops.append(CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=card.encode("utf-8")))
     api = HfApi()

@@ -23,7 +23,7 @@ CHECKPOINT_FILES = ("config.json", "vocab.json", "model.safetensors")
 HF_PREFIX, WANDB_PREFIX = "hf:", "wandb:"
 HF_LOGIN = "`hf auth login` (or set HF_TOKEN)"
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-# One visibility option, one default, for every repo lyricdist creates (`push`, `scrape --push-to-hub`): private,
+# One visibility option, one default, for every repo lyricdist creates (`push`, `scrape --push_to_hub`): private,
 # because lyrics are someone's copyright and a model can recite them; publishing is a decision (--visibility public).
 Visibility = Literal["private", "public"]
 DEFAULT_VISIBILITY: Visibility = "private"

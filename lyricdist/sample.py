@@ -10,7 +10,7 @@ import torch
 from jsonargparse.typing import ClosedUnitInterval, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 
 from .checkpoint import artist_index, load_checkpoint
-from .options import check_ranges
+from .options import check_types, listed
 from .errors import LyricdistError
 from .model import CharRNN
 from .precision import use_for_inference
@@ -39,7 +39,7 @@ def artist_vector(
 
     if artist is None:
         if artist_mix is not None:
-            raise LyricdistError("--artist-mix needs --artist: the mix is (1-alpha) * artist + alpha * artist-mix")
+            raise LyricdistError("--artist_mix needs --artist: the mix is (1-alpha) * artist + alpha * artist-mix")
         n = max(model.num_artists, 1)
         print(f"warning: this model is artist-conditioned and no --artist was given; writing as the mean of its "
               f"{n} artists' embeddings (pass --artist NAME, one of {artists})", file=sys.stderr)
@@ -80,7 +80,7 @@ def sample(
     checkpoint: str,
     primetext: str = "",
     length: PositiveInt = 500,
-    temperature: Sequence[PositiveFloat] = (1.0,),
+    temperature: PositiveFloat | Sequence[PositiveFloat] = 1.0,
     top_k: NonNegativeInt = 0,
     num_samples: PositiveInt = 1,
     seed: int = 0,
@@ -102,7 +102,7 @@ def sample(
         checkpoint: a checkpoint directory, a run's out_dir (its best), hf:REPO[@REV] or wandb:ENTITY/PROJECT/NAME:ALIAS
         primetext: text to continue
         length: characters to generate
-        temperature: one or more, e.g. 0.2 0.5 1.0 1.2
+        temperature: one, or several as a list: 0.8, or '[0.2, 0.5, 1.0]' (one sample each)
         top_k: sample among the k likeliest characters (0 = all)
         num_samples: samples per temperature (one batch)
         seed: same seed, same text
@@ -111,14 +111,15 @@ def sample(
         device: cpu, cuda, cuda:1, ...
         artist: artist to write as (artist-conditioned models)
         artist_mix: a second artist to blend into --artist
-        alpha: weight of --artist-mix: (1-alpha) artist + alpha mix
+        alpha: weight of --artist_mix: (1-alpha) artist + alpha mix
         mixed_precision: the RNN's dtype, chosen as in training (auto: bf16 where native and fused, else fp32)
         against: an artist to steer away from: logits + w * (logits - logits as --against)
         guidance: w of --against (0 = off; 1-3 sharpens the style)
     """
-    check_ranges(sample, locals())
-    if not argmax and not list(temperature):
-        raise LyricdistError("--temperature needs at least one value; use --argmax for greedy decoding")
+    check_types(sample, locals())
+    temperature = [temperature] if isinstance(temperature, (int, float)) else list(temperature)
+    if not argmax and not temperature:
+        raise LyricdistError("--temperature needs at least one value; use --argmax true for greedy decoding")
     model, vocab, config = load_checkpoint(checkpoint, device=device)
     use_for_inference(model, device, mixed_precision)
     return sample_from(model, vocab, config, primetext, length, temperature, top_k, num_samples, seed, argmax,
@@ -154,12 +155,11 @@ def sample_from(model: CharRNN, vocab: Vocab, config: dict, primetext: str = "",
 
 
 def cli_parser():
-    from .options import add_signature_options, function_parser
     from .memorization import check_options
+    from .options import function_parser
 
-    p = function_parser(sample)
-    p.add_argument("--json", action="store_true", help="print JSON lines instead of text")
-    add_signature_options(p, check_options)
+    p = function_parser(sample, more=(check_options,))
+    p.add_argument("--json", type=bool, default=False, help="print JSON lines instead of text (type: bool)")
     return p
 
 
@@ -173,7 +173,7 @@ def cli_run(parser, args) -> int:
     if args.check_memorization:
         from .memorization import check_texts, format_report, training_corpus
 
-        corpora = args.corpus or [training_corpus(args.checkpoint)]
+        corpora = listed(args.corpus) or [training_corpus(args.checkpoint)]
         texts = [r.text[len(r.primetext) :] for r in results]
         reports = check_texts(texts, corpora, args.max_span, args.max_ngram_share)
     if results[0].artist and not args.json:

@@ -7,6 +7,7 @@ import importlib.util
 import pytest
 from jsonargparse.typing import PositiveInt
 
+from conftest import CONFIGS
 from lyricdist import cli, options
 
 
@@ -57,7 +58,7 @@ def test_a_typed_function_is_a_command_with_range_checks_from_its_types(monkeypa
     module.greet = greet
     monkeypatch.setitem(__import__("sys").modules, "lyricdist_fake_cmd", module)
     monkeypatch.setitem(cli.COMMANDS, "greet", ("lyricdist_fake_cmd:greet", "say hello"))
-    assert cli.main(["greet", "Ann", "--times", "2", "--loud"]) == 0
+    assert cli.main(["greet", "Ann", "--times", "2", "--loud", "true"]) == 0
     assert calls == [("Ann", 2, True)]
     with pytest.raises(SystemExit):
         cli.main(["greet", "--help"])
@@ -69,15 +70,18 @@ def test_a_typed_function_is_a_command_with_range_checks_from_its_types(monkeypa
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["sample", "ckpt", "--temperature", "0.5", "0"], "--temperature must be positive, got 0"),
-    (["sample", "ckpt", "--alpha", "2"], "--alpha must be in [0, 1], got 2"),
-    (["collab", "a", "b", "--mode", "duet"], "--mode must be one of alternate, blend, condition, got duet"),
-    (["prepare", "demo", "--out", "x", "--script", "latin"], "--script must be one of roman, itrans, devanagari"),
-    (["prepare", "demo"], "the following arguments are required: --out"),
-    (["demo", "--max-steps", "0"], "--max-steps must be positive, got 0"),
+    (["sample", "ckpt", "--temperature", "[0.5, 0]"], 'Parser key "temperature"'),
+    (["sample", "ckpt", "--alpha", "2"], 'Parser key "alpha": Not of type ClosedUnitInterval: 2 does not conform'),
+    (["collab", "a", "b", "--mode", "duet"], "Expected a typing.Literal['alternate', 'blend', 'condition']. Got value: duet"),
+    (["prepare", "demo", "--out", "x", "--script", "latin"], 'Parser key "script"'),
+    (["prepare", "demo"], "the following arguments are required: out"),
+    (["demo", "--max_steps", "0"], 'Parser key "max_steps"'),
+    (["train", "--config", "configs/tiny.yaml", "--train.lr", "0"], 'Parser key "train.lr"'),
 ])
-def test_argument_errors_name_the_option_as_typed_in_one_line(argv, message, capsys, tmp_path, monkeypatch):
+def test_argument_errors_are_jsonargparses_own_in_one_line(argv, message, capsys, tmp_path, monkeypatch):
+    """jsonargparse parses and checks every command's options (ranges from the types): its message, on one line."""
     monkeypatch.chdir(tmp_path)
+    argv = [str(CONFIGS / "tiny.yaml") if a == "configs/tiny.yaml" else a for a in argv]
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err, err

@@ -12,7 +12,7 @@ from fake_genius import FakeGenius, catalogue
 
 @pytest.mark.slow
 def test_demo_without_token_trains_on_the_bundled_corpus_and_prints_samples(tmp_path):
-    proc = run_cli("demo", "--out", str(tmp_path / "demo"), "--max-steps", "10",
+    proc = run_cli("demo", "--out", str(tmp_path / "demo"), "--max_steps", "10",
                    env={"GENIUS_ACCESS_TOKEN": "", "WANDB_MODE": "offline"})
     assert "bundled demo corpus" in proc.stdout
     assert proc.stdout.count("--- sample (temperature") == 2

@@ -84,7 +84,7 @@ def test_hf_reference_samples_like_the_local_checkpoint_and_is_cached(hub, check
     assert run_cli("sample", "hf:me/lyrics", *args, env=offline).stdout == local
     # The memorisation check on a downloaded checkpoint, with the corpus given.
     corpus = json.loads((checkpoint / "config.json").read_text())["corpus"]
-    proc = run_cli("sample", "hf:me/lyrics", *args, "--check-memorization", "--corpus", corpus, env=hub.env)
+    proc = run_cli("sample", "hf:me/lyrics", *args, "--check_memorization", "true", "--corpus", corpus, env=hub.env)
     assert "memorisation" in proc.stderr
 
 
@@ -196,7 +196,7 @@ def test_memorisation_check_of_a_wandb_model_fetches_the_corpus_artifact_it_name
         env = {"WANDB_BASE_URL": wb.url, "WANDB_API_KEY": "local-" + "f" * 40, "WANDB_MODE": "online",
                "LYRICDIST_CACHE": str(tmp_path / "cache"), "WANDB_CACHE_DIR": str(tmp_path / "wandb-cache"),
                "WANDB_DIR": str(tmp_path / "wandb-dir"), "WANDB_CONFIG_DIR": str(tmp_path / "wandb-config")}
-        args = ["--length", "80", "--seed", "3", "--check-memorization", "--json"]
+        args = ["--length", "80", "--seed", "3", "--check_memorization", "true", "--json", "true"]
         proc = run_cli("sample", "wandb:me/lyricdist/model-abc:best", *args, env=env)
         report = json.loads(proc.stdout)["memorization"]
         local = json.loads(run_cli("sample", str(checkpoint), *args).stdout)["memorization"]
@@ -217,7 +217,7 @@ def test_memorisation_check_on_a_download_names_what_it_needs(hub, checkpoint):
     files["config.json"] = json.dumps(config).encode()
     hub.repos["me/moved"] = Repo(private=False)
     hub.add_commit("me/moved", files)
-    proc = run_cli("sample", "hf:me/moved", "--length", "20", "--check-memorization", env=hub.env, check=False)
+    proc = run_cli("sample", "hf:me/moved", "--length", "20", "--check_memorization", "true", env=hub.env, check=False)
     assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
     assert "/elsewhere/corpus/demo" in proc.stderr and "pass --corpus DIR" in proc.stderr
 

@@ -426,7 +426,7 @@ def test_ray_job_submit_scrapes_the_fake_genius(ray_head, fake_genius, tmp_path)
     pages_before = fake_genius.request_count("/web/")
     proc = submit(
         "scrape-21.sh", address, ["--runtime-env", str(offline_runtime_env(tmp_path)), "--submission-id", "scrape-1"],
-        ["--out", str(out), "--max-songs", "3", "--workers", "2", "--rate-limit", "100"],
+        ["--out", str(out), "--max_songs", "3", "--workers", "2", "--rate_limit", "100"],
         tmp_path, ARTISTS_FILE=str(artists),
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr

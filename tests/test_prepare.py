@@ -85,7 +85,7 @@ def test_existing_output_is_never_clobbered(tmp_path):
         prepare(["demo"], str(mine), quiet=True)
     assert (mine / "notes.txt").read_text() == "precious"
     prepare(["demo"], str(tmp_path / "c"), quiet=True)
-    with pytest.raises(LyricdistError, match="--overwrite"):
+    with pytest.raises(LyricdistError, match="--overwrite true"):
         prepare(["demo"], str(tmp_path / "c"), quiet=True)
     prepare(["demo"], str(tmp_path / "c"), val_fraction=0.3, overwrite=True, quiet=True)
     assert json.loads((tmp_path / "c" / "meta.json").read_text())["val_fraction"] == 0.3
@@ -134,19 +134,16 @@ def test_max_songs_per_artist_and_per_artist_stats(tmp_path):
     assert capped["songs_per_artist"] == {a: 10 for a in full["artists"]}
     for _name, row in capped["artist_stats"].items():
         assert row["train_songs"] + row["val_songs"] == row["songs"] == 10 and row["chars"] > 0
-    with pytest.raises(LyricdistError, match="max-songs-per-artist"):
+    with pytest.raises(LyricdistError, match="max_songs_per_artist must be > 0, got 0"):
         prepare(["demo"], str(tmp_path / "bad"), max_songs_per_artist=0, quiet=True)
 
 
-def test_artist_option_takes_names_or_a_list(tmp_path):
-    from lyricdist.prepare import name_list
-
-    assert name_list(["Gulzar"]) == ["Gulzar"]
-    assert name_list(["Anand Bakshi", "Gulzar"]) == ["Anand Bakshi", "Gulzar"]
-    assert name_list(["[ABBA, Queen]"]) == ["ABBA", "Queen"]
-    assert name_list(None) is None
-    proc = run_cli("prepare", "demo", "--out", str(tmp_path / "one"), "--artist", "Juniper Vale")
+def test_artists_option_takes_a_name_or_a_list(tmp_path):
+    """jsonargparse's list options: `--artists+ NAME` (repeatable) or `--artists '[A, B]'`."""
+    proc = run_cli("prepare", "demo", "--out", str(tmp_path / "one"), "--artists+", "Juniper Vale")
     assert "1 artist(s)" in proc.stdout
+    proc = run_cli("prepare", "demo", "--out", str(tmp_path / "two"), "--artists", "[Juniper Vale, DJ Kilowatt]")
+    assert "2 artist(s)" in proc.stdout
     meta = prepare(["demo"], str(tmp_path / "ex"), exclude_artists=["dj kilowatt"], quiet=True)
     assert meta["artists"] == ["Juniper Vale"]
 

@@ -52,8 +52,8 @@ def test_primetext_outside_vocabulary(checkpoint, capsys):
 
 @pytest.mark.slow
 def test_sample_cli_output(checkpoint):
-    proc = run_cli("sample", str(checkpoint), "--primetext", "hey", "--length", "20", "--temperature", "0.5", "1.0",
-                   "--json", "--seed", "3")
+    proc = run_cli("sample", str(checkpoint), "--primetext", "hey", "--length", "20", "--temperature", "[0.5, 1.0]",
+                   "--json", "true", "--seed", "3")
     rows = [json.loads(l) for l in proc.stdout.splitlines()]
     assert [r["temperature"] for r in rows] == [0.5, 1.0] and all(r["text"].startswith("hey") for r in rows)
     run_dir = checkpoint.parent.parent  # an OUT_DIR works too (best checkpoint)
@@ -85,7 +85,7 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, checkpoint):
         (["prepare", str(latin), "--out", str(out)], ["not UTF-8", "iconv"]),
         (["prepare", str(binary), "--out", str(out)], ["not UTF-8"]),
         (["prepare", str(nul), "--out", str(out)], ["binary"]),
-        (["prepare", "demo", "--out", str(out), "--val-fraction", "1.5"], ["--val-fraction"]),
+        (["prepare", "demo", "--out", str(out), "--val_fraction", "1.5"], ['Parser key "val_fraction"']),
     ]
     for args, words in cases:
         _assert_one_line_error(run_main(*args), *words)
@@ -102,15 +102,15 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, checkpoint):
         (["train", "--config", str(bad_yaml), f"--data.corpus={corpus}"], ["learning_rate"]),
         ([*base, "--model.cell=lsmt"], ["model.cell"]),
         ([*base, "--train.batch_size=4096"], ["corpus too small"]),
-        ([*base, "--train.lr=-1"], ["train.lr must be positive"]),
-        ([*base, "--model.num_layers=0"], ["model.num_layers must be positive"]),
+        ([*base, "--train.lr=-1"], ['Parser key "train.lr"']),
+        ([*base, "--model.num_layers=0"], ['Parser key "model.num_layers"']),
         (["train", "--config", tiny, f"--data.corpus={tmp_path / 'nope'}", f"--train.out_dir={run}"], ["not found"]),
     ]:
         _assert_one_line_error(run_main(*args), *words)
         assert not run.exists() or not any(run.iterdir()), args
     for args, words in [
-        (["sample", str(checkpoint), "--temperature", "0"], ["positive"]),
-        (["sample", str(checkpoint), "--length", "-3"], ["--length"]),
+        (["sample", str(checkpoint), "--temperature", "0"], ['Parser key "temperature"', "restriction v>0"]),
+        (["sample", str(checkpoint), "--length", "-3"], ['Parser key "length"']),
         (["sample", str(tmp_path / "nothing")], ["not found"]),
     ]:
         _assert_one_line_error(run_main(*args), *words)

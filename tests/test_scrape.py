@@ -240,20 +240,20 @@ def test_help_lists_every_option_with_its_default(capsys):
         main(["scrape", "--help"])
     assert done.value.code == 0
     text = " ".join(capsys.readouterr().out.split())
-    for option, default in [("--workers", "8"), ("--rate-limit", "5.0"), ("--retries", "5"), ("--timeout", "10.0"),
-                            ("--backoff", "1.0"), ("--visibility", "private"), ("--progress, --no-progress", "True"),
-                            ("--push-to-hub", "null"), ("--artists-file", "null")]:
+    for option, default in [("--workers", "8"), ("--rate_limit", "5.0"), ("--retries", "5"), ("--timeout", "10.0"),
+                            ("--backoff", "1.0"), ("--visibility", "private"), ("--progress", "True"),
+                            ("--push_to_hub", "null"), ("--artists_file", "null")]:
         assert re.search(re.escape(option) + r" .*?default: " + re.escape(default), text), option
-    assert "--max-songs MAX_SONGS most popular songs per artist (required, type: PositiveInt)" in text
+    assert "--max_songs MAX_SONGS most popular songs per artist (required, type: PositiveInt)" in text, text
 
 
 @pytest.mark.parametrize("argv, problem", [
-    (["--max-songs", "0"], "--max-songs"),
-    (["--max-songs", "3", "--rate-limit", "-1"], "--rate-limit"),
-    (["--max-songs", "3", "--retries", "-1"], "--retries"),
-    (["--max-songs", "3", "--workers", "x"], "--workers"),
-    (["--max-songs", "3", "--frobnicate"], "--frobnicate"),
-    ([], "--max-songs"),
+    (["--max_songs", "0"], 'Parser key "max_songs"'),
+    (["--max_songs", "3", "--rate_limit", "-1"], 'Parser key "rate_limit"'),
+    (["--max_songs", "3", "--retries", "-1"], 'Parser key "retries"'),
+    (["--max_songs", "3", "--workers", "x"], 'Parser key "workers"'),
+    (["--max_songs", "3", "--frobnicate"], "--frobnicate"),
+    ([], "required: max_songs"),
 ])
 def test_bad_arguments_are_one_line_errors(argv, problem, tmp_path, capsys):
     from lyricdist.cli import main
@@ -265,9 +265,9 @@ def test_bad_arguments_are_one_line_errors(argv, problem, tmp_path, capsys):
 
 
 def test_python_callers_get_the_same_ranges(tmp_path):
-    with pytest.raises(LyricdistError, match="--workers"):
+    with pytest.raises(LyricdistError, match="workers must be > 0, got 0"):
         scrape(["ABBA"], 5, tmp_path / "ds", workers=0)
-    with pytest.raises(LyricdistError, match="--max-songs"):
+    with pytest.raises(LyricdistError, match="max_songs must be > 0, got 0"):
         scrape(["ABBA"], 0, tmp_path / "ds")
 
 
@@ -367,7 +367,7 @@ def test_resume_skips_done_artists_and_retries_failed(fake, tmp_path):
     assert {r["artist"] for r in _rows(out)} == {"Juniper Vale", "DJ Kilowatt"}
 
     fake.clear()
-    fewer = scrape(["Juniper Vale"], 2, out, **FAST)  # a smaller --max-songs reuses the record
+    fewer = scrape(["Juniper Vale"], 2, out, **FAST)  # a smaller --max_songs reuses the record
     assert fake.request_count() == 0 and fewer.results[0].status == "cached"
     assert [r["title"] for r in _rows(out)] == ["Quiet Fields", "Lanterns"]
 
@@ -382,8 +382,8 @@ def test_cli_failure_report_exit_code_and_pinned_id(fake, tmp_path, capsys):
     fake.misdirect("Queen", to="Queen Latifah")
     fake.inject(path="/api/artists/102", status=503, times=None)
     out = tmp_path / "ds"
-    code = main(["scrape", "Queen", "DJ Kilowatt", "Juniper Vale", "--max-songs", "3", "--out", str(out),
-                 "--retries", "0", "--rate-limit", "500", "--no-progress"])
+    code = main(["scrape", "Queen", "DJ Kilowatt", "Juniper Vale", "--max_songs", "3", "--out", str(out),
+                 "--retries", "0", "--rate_limit", "500", "--progress", "false"])
     captured = capsys.readouterr()
     assert code == EXIT_ARTISTS_FAILED
     assert "found 'Queen Latifah'" in captured.out and "HTTP 503" in captured.out
@@ -392,8 +392,8 @@ def test_cli_failure_report_exit_code_and_pinned_id(fake, tmp_path, capsys):
 
     pinned = tmp_path / "artists.yaml"
     pinned.write_text("- {name: Queen, id: 103}\n")
-    code = main(["scrape", "--artists-file", str(pinned), "--max-songs", "3", "--out", str(out),
-                 "--rate-limit", "500", "--no-progress"])
+    code = main(["scrape", "--artists_file", str(pinned), "--max_songs", "3", "--out", str(out),
+                 "--rate_limit", "500", "--progress", "false"])
     assert code == 0, capsys.readouterr()
     assert [r["title"] for r in _rows(out)] == ["Crown Song"]
 
@@ -403,11 +403,11 @@ def test_token_never_written_or_logged(fake, tmp_path, capfd, caplog, local_ray,
     from lyricdist.cli import main
 
     out = tmp_path / "ds"
-    assert main(["scrape", "Juniper Vale", "--max-songs", "2", "--out", str(out), "--rate-limit", "500",
-                 "--parquet"]) == 0
+    assert main(["scrape", "Juniper Vale", "--max_songs", "2", "--out", str(out), "--rate_limit", "500",
+                 "--parquet", "true"]) == 0
     wrong = FAKE_TOKEN[::-1]  # rejected with 401: the error is reported without the token in it
     monkeypatch.setenv("GENIUS_ACCESS_TOKEN", wrong)
-    assert main(["scrape", "DJ Kilowatt", "--max-songs", "2", "--out", str(out), "--rate-limit", "500",
+    assert main(["scrape", "DJ Kilowatt", "--max_songs", "2", "--out", str(out), "--rate_limit", "500",
                  "--retries", "0"]) == EXIT_ARTISTS_FAILED
     captured = capfd.readouterr()
     assert "HTTP 401" in captured.out
@@ -523,7 +523,7 @@ def test_prepare_reads_the_scraped_dataset(fake, tmp_path):
     out = tmp_path / "ds"
     assert scrape(["Juniper Vale", "DJ Kilowatt"], 20, out, **FAST).exit_code == 0
     corpus = tmp_path / "corpus"
-    run_cli("prepare", str(out), "--out", str(corpus), "--artist", "[juniper vale]")
+    run_cli("prepare", str(out), "--out", str(corpus), "--artists", "[juniper vale]")
     meta = json.loads((corpus / "meta.json").read_text())
     assert meta["artists"] == ["Juniper Vale"]
     assert (corpus / "train.bin").stat().st_size > 0
@@ -593,8 +593,8 @@ def test_blocked_song_pages_fail_the_artist_and_a_rerun_retries_it(fake, tmp_pat
 
     fake.block_pages("DJ Kilowatt", status=status)  # the API answers; its lyric pages are a bot wall
     out = tmp_path / "ds"
-    argv = ["scrape", "Juniper Vale", "DJ Kilowatt", "AC/DC", "--max-songs", "4", "--out", str(out),
-            "--retries", "1", "--rate-limit", "500", "--no-progress"]
+    argv = ["scrape", "Juniper Vale", "DJ Kilowatt", "AC/DC", "--max_songs", "4", "--out", str(out),
+            "--retries", "1", "--rate_limit", "500", "--progress", "false"]
     code = main(argv)
     captured = capsys.readouterr()
     assert code == EXIT_ARTISTS_FAILED, captured.out
@@ -653,7 +653,7 @@ def test_a_saved_artist_with_mostly_empty_songs_is_scraped_again(fake, tmp_path)
 
 @pytest.mark.slow
 def test_a_blocked_artist_stops_once_it_cannot_pass(fake, tmp_path):
-    """Each blocked page costs its retries: once more than half of --max-songs pages were unreadable the artist
+    """Each blocked page costs its retries: once more than half of --max_songs pages were unreadable the artist
     fails whatever the rest say, so the rest are not fetched."""
     fake.block_pages("Juniper Vale", status=403)
     report = scrape(["Juniper Vale"], 4, tmp_path / "ds", retries=1, **FAST)
@@ -757,7 +757,7 @@ def test_cli_push_to_hub_sends_the_card_it_wrote(fake, fake_hub, tmp_path, capsy
     from lyricdist.cli import main
 
     out = tmp_path / "ds"
-    assert main(["scrape", "Juniper Vale", "--max-songs", "2", "--out", str(out), "--rate-limit", "500",
-                 "--no-progress", "--push-to-hub", "someone/lyrics"]) == 0, capsys.readouterr()
+    assert main(["scrape", "Juniper Vale", "--max_songs", "2", "--out", str(out), "--rate_limit", "500",
+                 "--progress", "false", "--push_to_hub", "someone/lyrics"]) == 0, capsys.readouterr()
     assert fake_hub.body("/api/repos/create").get("visibility") == "private"
     assert fake_hub.commits[-1]["files"]["README.md"] == (out / "README.md").read_bytes()

@@ -195,7 +195,7 @@ def test_lastfm_training_reports_the_join_rate(tmp_path):
 def test_bad_settings_are_one_line_errors(tmp_path):
     proc = run_cli("similarity", "train", "--config", str(CONFIGS / "similarity-tiny.yaml"),
                    f"--train.out_dir={tmp_path}", "--train.word_dropout=1.5", check=False)
-    assert proc.returncode == 1 and "word_dropout must be in [0, 1)" in proc.stderr
+    assert proc.returncode == 2 and 'Parser key "train.word_dropout"' in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     notes = tmp_path / "notes.txt"
     notes.write_text("one continuous text, no artists\n")

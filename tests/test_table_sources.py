@@ -54,8 +54,8 @@ def hub(tmp_path):
 
 def test_prepare_hub_dataset_split_with_renamed_columns(hub, tmp_path):
     out = tmp_path / "corpus"
-    run_cli("prepare", "hf:me/songs:train", "--artist-column", "singer", "--lyrics-column", "text",
-            "--title-column", "name", "--val-fraction", "0", "--out", str(out), env=hub.env)
+    run_cli("prepare", "hf:me/songs:train", "--artist_column", "singer", "--lyrics_column", "text",
+            "--title_column", "name", "--val_fraction", "0", "--out", str(out), env=hub.env)
     meta = _meta(out)
     assert sorted(meta["artists"]) == ["Ada Lune", "Bo Vance"]  # only the train split
     assert meta["songs_per_artist"] == {"Ada Lune": 2, "Bo Vance": 1}
@@ -66,15 +66,15 @@ def test_prepare_hub_dataset_split_with_renamed_columns(hub, tmp_path):
 
 def test_prepare_hub_dataset_reads_every_split_by_default(hub, tmp_path):
     out = tmp_path / "corpus"
-    run_cli("prepare", "hf:me/songs", "--artist-column", "singer", "--lyrics-column", "text", "--out", str(out),
+    run_cli("prepare", "hf:me/songs", "--artist_column", "singer", "--lyrics_column", "text", "--out", str(out),
             env=hub.env)
     assert sorted(_meta(out)["artists"]) == ["Ada Lune", "Bo Vance", "Cy Mars"]
 
 
 @pytest.mark.parametrize("args, message", [
-    (["hf:me/songs"], "has no artist column 'artist' (its columns: singer, text, name); name it with --artist-column"),
-    (["hf:me/absent", "--artist-column", "singer", "--lyrics-column", "text"], "no such dataset on the Hub"),
-    (["hf:me/songs:validation", "--artist-column", "singer", "--lyrics-column", "text"], "name one of its splits"),
+    (["hf:me/songs"], "has no artist column 'artist' (its columns: singer, text, name); name it with --artist_column"),
+    (["hf:me/absent", "--artist_column", "singer", "--lyrics_column", "text"], "no such dataset on the Hub"),
+    (["hf:me/songs:validation", "--artist_column", "singer", "--lyrics_column", "text"], "name one of its splits"),
 ])
 def test_bad_hub_datasets_are_one_line_errors(hub, tmp_path, args, message):
     out = tmp_path / "corpus"
@@ -99,7 +99,7 @@ def test_prepare_the_projects_parquet_export(tmp_path):
     features = datasets.Features({k: datasets.Value(v) for k, v in DATASET_FEATURES.items()})
     datasets.Dataset.from_dict(rows, features=features).to_parquet(str(path))
     out = tmp_path / "corpus"
-    run_cli("prepare", str(path), "--val-fraction", "0", "--out", str(out))
+    run_cli("prepare", str(path), "--val_fraction", "0", "--out", str(out))
     meta = _meta(out)
     assert sorted(meta["artists"]) == ["DJ Kilowatt", "Juniper Vale"] and meta["songs"]["train"] == 3
     assert "soft moss grows" in _train_text(out)
@@ -110,12 +110,12 @@ def test_parquet_with_renamed_columns_and_errors(tmp_path):
     path.write_bytes(_parquet(TRAIN))
     out = tmp_path / "corpus"
     proc = run_cli("prepare", str(path), "--out", str(out), check=False)
-    assert proc.returncode == 1 and "no artist column 'artist'" in proc.stderr and "--artist-column" in proc.stderr
+    assert proc.returncode == 1 and "no artist column 'artist'" in proc.stderr and "--artist_column" in proc.stderr
     assert not out.exists()
-    proc = run_cli("prepare", str(path), "--artist-column", "singer", "--lyrics-column", "lyric", "--out", str(out),
+    proc = run_cli("prepare", str(path), "--artist_column", "singer", "--lyrics_column", "lyric", "--out", str(out),
                    check=False)
-    assert proc.returncode == 1 and "no lyrics column 'lyric'" in proc.stderr and "--lyrics-column" in proc.stderr
-    run_cli("prepare", str(path), "--artist-column", "singer", "--lyrics-column", "text", "--val-fraction", "0",
+    assert proc.returncode == 1 and "no lyrics column 'lyric'" in proc.stderr and "--lyrics_column" in proc.stderr
+    run_cli("prepare", str(path), "--artist_column", "singer", "--lyrics_column", "text", "--val_fraction", "0",
             "--out", str(out))
     assert sorted(_meta(out)["artists"]) == ["Ada Lune", "Bo Vance"]
     bad = tmp_path / "bad.parquet"

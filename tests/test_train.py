@@ -210,14 +210,21 @@ def test_kill_mid_save_never_leaves_a_checkpoint_that_loads_wrong(tmp_path):
 
 
 def test_bad_config_values_are_one_line_errors(demo_corpus, tmp_path):
-    for override, words in [
-        ("--train.lr=0", "train.lr must be positive"),
-        ("--model.hidden_size=-4", "model.hidden_size must be positive"),
-        ("--train.batch_size=100000", "corpus too small"),
-        ("--samples.temperatures=[0.5,0]", "temperatures must be positive"),
-    ]:
+    """One range system, the fields' types: jsonargparse rejects an override when it parses it, and a Python caller
+    that builds the config itself gets the same check when training starts."""
+    import argparse
+
+    for override in ("--train.lr=0", "--model.hidden_size=-4", "--samples.temperatures=[0.5,0]"):
+        with pytest.raises(argparse.ArgumentError, match="does not conform to restriction"):
+            tiny_config(demo_corpus, tmp_path / "x", override)
+    for section, key, value, words in [("train", "lr", 0, "train.lr must be > 0, got 0"),
+                                       ("model", "hidden_size", -4, "model.hidden_size must be > 0, got -4"),
+                                       ("samples", "temperatures", [0.5, 0], r"samples.temperatures must be > 0"),
+                                       ("train", "batch_size", 100000, "corpus too small")]:
+        cfg = tiny_config(demo_corpus, tmp_path / "x")
+        setattr(getattr(cfg, section), key, value)
         with pytest.raises(LyricdistError, match=words):
-            Trainer(tiny_config(demo_corpus, tmp_path / "x", override))
+            Trainer(cfg)
     assert not (tmp_path / "x" / "checkpoints").exists()
     with pytest.raises(LyricdistError, match="not found"):
         Trainer(tiny_config(tmp_path / "missing", tmp_path / "y"))

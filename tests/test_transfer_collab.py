@@ -219,7 +219,7 @@ def test_finetune_with_new_characters_starts_from_the_base_models_loss(runs):
     assert scratch_first > ln_v - 0.3  # from scratch: about ln(V)
     assert first < runs["base_val"] + 0.5 < scratch_first - 0.5
     # Sampling uses the merged vocabulary: a primetext with a new character continues.
-    proc = run_cli("sample", str(runs["snow"]), "--primetext", f"{NEW_CHARS[0]} the", "--length", "40", "--json")
+    proc = run_cli("sample", str(runs["snow"]), "--primetext", f"{NEW_CHARS[0]} the", "--length", "40", "--json", "true")
     assert json.loads(proc.stdout)["text"].startswith(f"{NEW_CHARS[0]} the")
 
 
@@ -263,7 +263,7 @@ def test_collab_condition_interpolates_artists_of_one_model(runs, tmp_path):
     proc = run_cli(
         "collab", "juniper vale", "DJ Kilowatt", "--model", str(runs["base"]), "--mode", "condition",
         "--alpha", "0.3", "--lines", "3", "--turns", "1", "--seed", "1", "--out", str(out),
-        "--check-memorization",
+        "--check_memorization", "true",
     )
     song = json.loads(out.read_text(encoding="utf-8"))
     assert song["authors"] == ["Juniper Vale", "DJ Kilowatt"]
@@ -292,14 +292,14 @@ def test_memorisation_report_flags_a_model_that_recites_its_lyrics(runs):
     train(tiny_config(root / "corpus-verse", root / "parrot", "--model.hidden_size=96", "--train.batch_size=4",
                       "--train.seq_len=32", "--train.max_steps=200", "--train.eval_every=200",
                       "--train.log_every=100", "--samples.enabled=false"))
-    proc = run_cli("sample", str(root / "parrot"), "--primetext", "the copper", "--argmax", "--length", "150",
-                   "--json", "--check-memorization")
+    proc = run_cli("sample", str(root / "parrot"), "--primetext", "the copper", "--argmax", "true", "--length", "150",
+                   "--json", "true", "--check_memorization", "true")
     report = json.loads(proc.stdout)["memorization"]
     assert report[0]["artist"] == "verse" and report[0]["warn"]
     assert report[0]["longest_span"] >= 50 and report[0]["longest_text"] in verse
     assert "possible memorisation of verse" in proc.stderr
     # The base model, sampled at temperature 1, writes new lines rather than reciting.
-    proc = run_cli("sample", str(runs["base"]), "--length", "150", "--json", "--check-memorization")
+    proc = run_cli("sample", str(runs["base"]), "--length", "150", "--json", "true", "--check_memorization", "true")
     rows = json.loads(proc.stdout)["memorization"]
     assert max(r["longest_span"] for r in rows) < report[0]["longest_span"] and not any(r["warn"] for r in rows)
 
@@ -321,13 +321,13 @@ def test_sample_an_artist_or_a_mix_of_two(runs, capsys):
     unnamed = [r.text for r in sample(base, **kw)]  # no --artist: the mean embedding, and a warning
     assert "no --artist was given" in capsys.readouterr().err
     assert unnamed != juniper and unnamed != dj
-    with pytest.raises(LyricdistError, match="--alpha must be in"):
+    with pytest.raises(LyricdistError, match="alpha must be >= 0 and <= 1, got 1.5"):
         sample(base, **mix, alpha=1.5)
-    with pytest.raises(LyricdistError, match="--artist-mix needs --artist"):
+    with pytest.raises(LyricdistError, match="--artist_mix needs --artist"):
         sample(base, artist_mix="DJ Kilowatt")
-    proc = run_cli("sample", base, "--primetext", "the ", "--length", "60", "--seed", "3", "--json",
-                   "--artist", "Juniper Vale", "--artist-mix", "DJ Kilowatt", "--alpha", "0.5",
-                   "--check-memorization", "--max-span", "1", "--max-ngram-share", "1.0")
+    proc = run_cli("sample", base, "--primetext", "the ", "--length", "60", "--seed", "3", "--json", "true",
+                   "--artist", "Juniper Vale", "--artist_mix", "DJ Kilowatt", "--alpha", "0.5",
+                   "--check_memorization", "true", "--max_span", "1", "--max_ngram_share", "1.0")
     row = json.loads(proc.stdout)
     assert row["text"] == halfway[0]
     assert all(r["warn"] for r in row["memorization"])  # any copied character passes a max span of 1

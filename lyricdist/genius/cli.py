@@ -15,12 +15,12 @@ from .report import EXIT_ARTISTS_FAILED
 
 
 def cli_parser():
-    from ..options import add_signature_options, new_parser
+    from ..options import function_parser
 
     description = inspect.getdoc(scrape).split("\n\n")[0].replace("\n", " ")
-    parser = new_parser(f"{description} Exit code {EXIT_ARTISTS_FAILED} when any artist failed (the rest are "
-                        "saved; re-run to retry).")
-    add_signature_options(parser, scrape, positional="artists")
+    parser = function_parser(scrape, words="artists")
+    parser.description = (f"{description} Exit code {EXIT_ARTISTS_FAILED} when any artist failed (the rest are saved; "
+                          f"re-run to retry).")
     return parser
 
 

@@ -57,7 +57,7 @@ class NotALyricsPage(Exception):
 
 
 class ArtistBlocked(Exception):
-    """More than half of an artist's --max-songs pages were unreadable: the artist fails whatever the rest say,
+    """More than half of an artist's --max_songs pages were unreadable: the artist fails whatever the rest say,
     so the remaining pages (each retried with backoff) are not fetched."""
 
 
@@ -310,7 +310,7 @@ def fetch_artist(spec: ArtistSpec, settings: FetchSettings) -> dict:
                 "lyrics_raw": song.lyrics or "",
             }
             why = genius.unreadable.get(song.url) or missing_lyrics(entry)
-            if why:  # kept as a placeholder (for the counts and --max-songs order), never as data
+            if why:  # kept as a placeholder (for the counts and --max_songs order), never as data
                 del entry["lyrics_raw"]
                 entry["missing"] = why
             songs.append(entry)

@@ -3,7 +3,7 @@ its dataset card, and the push to the Hugging Face Hub.
 
 Layout of OUT: dataset_dict.json + train/ (`datasets.load_from_disk(OUT)`), README.md (the dataset card, with
 per-artist counts), raw/ (one JSON per artist: uncleaned lyrics and metadata, the resume state),
-parquet/train.parquet with --parquet.
+parquet/train.parquet with --parquet true.
 """
 
 from __future__ import annotations

@@ -129,15 +129,15 @@ def scrape(
         parquet: also write parquet/train.parquet
         progress: show a progress bar
     """
-    from ..options import check_ranges
+    from ..options import check_types
 
-    check_ranges(scrape, locals())
+    check_types(scrape, locals())
     specs = [a if isinstance(a, ArtistSpec) else parse_artist_entry(a, "artists") for a in artists]
     if artists_file:
         specs += load_artists_file(artists_file)
     specs = unique_artists(specs)
     if not specs:
-        raise LyricdistError("no artists given; name them (e.g. `lyricdist scrape ABBA Queen`) or pass --artists-file")
+        raise LyricdistError("no artists given; name them (e.g. `lyricdist scrape ABBA Queen`) or pass --artists_file")
     token = os.environ.get(TOKEN_ENV, "").strip()
     if not token:
         raise LyricdistError(

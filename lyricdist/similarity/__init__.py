@@ -31,7 +31,7 @@ def cli_parser():
     from .score import score
     from .train import evaluate
 
-    ev = function_parser(evaluate, flags={"metrics_path": "--metrics"})
+    ev = function_parser(evaluate)
     sub.add_subcommand("eval", ev, help="evaluate on held-out pairs")
 
     emb = new_parser("Song vectors -> PCA scatter plot (PNG, coloured by artist) and a JSON of the points.")

@@ -5,8 +5,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Literal, Optional
 
+from jsonargparse.typing import (ClosedUnitInterval, NonNegativeFloat, NonNegativeInt, OpenUnitInterval, PositiveFloat,
+                                 PositiveInt)
+
 from ..config import TrackingConfig
 from ..errors import LyricdistError
+from ..options import FractionBelowOne, check_fields, plain, plain_fields
 
 
 @dataclass
@@ -27,11 +31,14 @@ class SimilarityDataConfig:
 
     sources: list[str] = field(default_factory=lambda: ["demo"])
     lastfm: Optional[str] = None
-    pairs_per_song: int = 4
+    pairs_per_song: PositiveInt = 4
     lastfm_negatives: bool = True
-    test_fraction: float = 0.2
-    val_fraction: float = 0.0
+    test_fraction: OpenUnitInterval = 0.2
+    val_fraction: FractionBelowOne = 0.0
     seed: int = 1234
+
+    def __post_init__(self) -> None:
+        plain_fields(self)  # numbers as builtins (lyricdist.options)
 
 
 @dataclass
@@ -56,26 +63,27 @@ class SimilarityModelConfig:
     """
 
     kind: Literal["malstm", "ngram"] = "malstm"
-    embedding_dim: int = 300
-    hidden_size: int = 50
-    max_len: int = 300
-    max_vocab: int = 50000
-    min_count: int = 1
+    embedding_dim: PositiveInt = 300
+    hidden_size: PositiveInt = 50
+    max_len: PositiveInt = 300
+    max_vocab: PositiveInt = 50000
+    min_count: PositiveInt = 1
     lowercase: bool = True
     vectors: Optional[str] = None
     freeze_embeddings: bool = False
-    buckets: int = 131072
-    char_min: int = 2
+    buckets: PositiveInt = 131072
+    char_min: PositiveInt = 2
     char_max: int = 5
-    word_ngrams: int = 2
+    word_ngrams: NonNegativeInt = 2
+
+
+    def __post_init__(self) -> None:
+        plain_fields(self)  # numbers as builtins (lyricdist.options)
 
     def validate(self) -> None:
-        for name in ("embedding_dim", "hidden_size", "max_len", "max_vocab", "min_count", "buckets", "char_min"):
-            if getattr(self, name) <= 0:
-                raise LyricdistError(f"model.{name} must be positive, got {getattr(self, name)}")
-        if self.char_max < self.char_min or self.word_ngrams < 0:
-            raise LyricdistError(f"model.char_max must be >= model.char_min and model.word_ngrams >= 0, got "
-                                 f"{self.char_max}, {self.char_min}, {self.word_ngrams}")
+        check_fields(self, "model.")
+        if self.char_max < self.char_min:
+            raise LyricdistError(f"model.char_max must be >= model.char_min, got {self.char_max} < {self.char_min}")
 
 
 @dataclass
@@ -104,21 +112,24 @@ class SimilarityTrainConfig:
         cpu: force CPU even when a GPU is present
     """
 
-    batch_size: int = 64
-    epochs: int = 20
-    lr: float = 1e-3
-    grad_clip: float = 1.25
-    word_dropout: float = 0.0
+    batch_size: PositiveInt = 64
+    epochs: PositiveInt = 20
+    lr: PositiveFloat = 1e-3
+    grad_clip: NonNegativeFloat = 1.25
+    word_dropout: FractionBelowOne = 0.0
     random_windows: bool = True
     loss: Literal["mse", "bce"] = "mse"
-    segment_lines: int = 4
-    segment_share: float = 0.5
-    eval_every_epochs: int = 1
-    log_every: int = 20
+    segment_lines: PositiveInt = 4
+    segment_share: ClosedUnitInterval = 0.5
+    eval_every_epochs: PositiveInt = 1
+    log_every: PositiveInt = 20
     seed: int = 1337
     out_dir: str = "runs/similarity"
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     cpu: bool = False
+
+    def __post_init__(self) -> None:
+        plain_fields(self)  # numbers as builtins (lyricdist.options)
 
 
 @dataclass
@@ -129,26 +140,11 @@ class SimilarityConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def validate(self) -> None:
-        d, t = self.data, self.train
-        if not d.sources:
+        """Ranges come from the fields' types (as on the command line); what no type says is checked here."""
+        if not self.data.sources:
             raise LyricdistError("data.sources is empty; give at least one lyrics source, e.g. --data.sources [demo]")
-        if not 0 < d.test_fraction < 1:
-            raise LyricdistError(f"data.test_fraction must be in (0, 1), got {d.test_fraction}")
-        if not 0 <= d.val_fraction < 1:
-            raise LyricdistError(f"data.val_fraction must be in [0, 1), got {d.val_fraction}")
-        if t.segment_lines <= 0 or not 0 <= t.segment_share <= 1:
-            raise LyricdistError(f"train.segment_lines must be positive and train.segment_share in [0, 1], got "
-                                 f"{t.segment_lines} and {t.segment_share}")
-        if d.pairs_per_song <= 0:
-            raise LyricdistError(f"data.pairs_per_song must be positive, got {d.pairs_per_song}")
+        check_fields(self)
         self.model.validate()
-        for name in ("batch_size", "epochs", "eval_every_epochs", "log_every"):
-            if getattr(t, name) <= 0:
-                raise LyricdistError(f"train.{name} must be positive, got {getattr(t, name)}")
-        if not 0 <= t.word_dropout < 1:
-            raise LyricdistError(f"train.word_dropout must be in [0, 1), got {t.word_dropout}")
-        if t.lr <= 0 or t.grad_clip < 0:
-            raise LyricdistError(f"train.lr must be positive and train.grad_clip >= 0, got {t.lr} and {t.grad_clip}")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return plain(asdict(self))

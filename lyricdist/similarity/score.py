@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from jsonargparse.typing import PositiveInt
 
-from ..options import check_ranges
+from ..options import check_types
 from ..errors import LyricdistError
 from .checkpoint import encode_texts, load_similarity_checkpoint
 from .model import MaLSTM
@@ -97,7 +97,7 @@ def score(checkpoint: str, input_path: str, sources: list[str] | None = None, to
         sources: reference songs (default: the checkpoint's)
         top: nearest artists listed for a plain text
     """
-    check_ranges(score, locals())
+    check_types(score, locals())
     model, vocab, config, stored = load_similarity_checkpoint(checkpoint)
     if sources:
         refs = References.from_songs(model, vocab, sources)

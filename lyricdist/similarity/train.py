@@ -259,7 +259,7 @@ def evaluate(checkpoint: str, test_set: str | None = None, metrics_path: str | N
         texts = [s["text"] for s in data["songs"]]
         pairs = [(int(a), int(b), float(t)) for a, b, t in data["pairs"]]
     except FileNotFoundError:
-        raise LyricdistError(f"{test_path} not found; pass --test-set FILE (the test_set.json of a run)") from None
+        raise LyricdistError(f"{test_path} not found; pass --test_set FILE (the test_set.json of a run)") from None
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
         raise LyricdistError(f"{test_path} is not a test_set.json ({e}); use the one a run wrote") from None
     vectors = encode_texts(model, vocab, texts)

@@ -56,8 +56,8 @@ spellings for ~9.9k songs ("Laxmikant-Pyarelal" / "Laxmikant Pyarelal"), 279 wit
 validation) and 510 blank. With `artist_field` one of `lyricist`, `singer`, `music` or `film` the artist comes from
 that metadata field: several people (`Gulzar, Tejpal Kaur`, `Rafi & Lata`, `Prem Dhawan or Anand Bakshi?`) are split
 and normalised (`split_names`), the first is the song's artist and all of them go to `Song.meta["artists"]`, so
-`prepare --artist Gulzar` also keeps songs Gulzar co-wrote; a blank field gives the artist `unknown`
-(`prepare --exclude-artist unknown` leaves those out). The other fields stay in `Song.meta` / the dataset columns.
+`prepare --artists+ Gulzar` also keeps songs Gulzar co-wrote; a blank field gives the artist `unknown`
+(`prepare --exclude_artists+ unknown` leaves those out). The other fields stay in `Song.meta` / the dataset columns.
 """
 
 from __future__ import annotations
@@ -335,7 +335,7 @@ class GiitaayanSource:
         if script not in SCRIPTS:
             raise LyricdistError(f"--script {script!r} is not one of {', '.join(SCRIPTS)}")
         if artist_field is not None and artist_field not in ARTIST_FIELDS:
-            raise LyricdistError(f"--artist-field {artist_field!r} is not one of {', '.join(ARTIST_FIELDS)}")
+            raise LyricdistError(f"--artist_field {artist_field!r} is not one of {', '.join(ARTIST_FIELDS)}")
         self.artist_field = artist_field
         self.path = Path(path)
         if not self.path.exists():

@@ -6,7 +6,7 @@
   repository v9y/giit (`docs/NNNN.isb.txt`, one file a song, the URLs its own pages fetch); there is no archive of
   its own, so the one archive is GitHub's of that repository (its `master` branch). The repository grows, so no
   checksum is fixed: the sha256 of what was fetched is printed and kept beside it. Read as giitaayan ISB files
-  (`--script`, `--artist-field` apply).
+  (`--script`, `--artist_field` apply).
 
 Where: `$LYRICDIST_CACHE/data/NAME/FILE` (default ~/.cache/lyricdist). A cached file is used as it is, without the
 network (delete it to fetch again). `LYRICDIST_DATA_URL` replaces the public homes with a base URL that serves

@@ -1,7 +1,7 @@
 """Tables of songs: a Hugging Face Hub dataset (`hf:USER/DATASET[@REVISION][:SPLIT]`) or a parquet file.
 
-Any table with an artist column and a lyrics column will do (their names are options: --artist-column,
---lyrics-column; a title column is used when present). The Hub dataset is read with `datasets.load_dataset`,
+Any table with an artist column and a lyrics column will do (their names are options: --artist_column,
+--lyrics_column; a title column is used when present). The Hub dataset is read with `datasets.load_dataset`,
 so every format the Hub serves works and downloads are cached; a parquet file is read in record batches.
 """
 
@@ -27,7 +27,7 @@ class _Columns:
         for role, column in (("artist", self.artist), ("lyrics", self.lyrics)):
             if column not in names:
                 raise LyricdistError(f"{where} has no {role} column {column!r} (its columns: {', '.join(names)}); "
-                                     f"name it with --{role}-column")
+                                     f"name it with --{role}_column")
         return [self.artist, self.lyrics] + ([self.title] if self.title in names else [])
 
     def songs(self, rows: Iterable[dict]) -> Iterator[Song]:
