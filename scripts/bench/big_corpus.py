@@ -101,7 +101,7 @@ def prepared(workdir: Path, name: str, make, chars: int) -> tuple[Path, float]:
         return corpus, 0.0
     source = make(workdir)
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "lyricdist", "prepare", str(source), "--out", str(corpus), "--overwrite"],
+    subprocess.run([sys.executable, "-m", "lyricdist", "prepare", str(source), "--out", str(corpus), "--overwrite", "true"],
                    check=True, stdout=subprocess.DEVNULL)
     seconds = time.perf_counter() - started
     m = json.loads(meta.read_text())
