@@ -27,12 +27,15 @@ import tempfile
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
+from jsonargparse.typing import NonNegativeFloat
+
 from .collab import MODES
 from .errors import LyricdistError
+from .generate import DEFAULT_GUIDANCE
 from .options import listed
 
 EXTRA = "pip install 'lyricdist[app]'"
@@ -62,7 +65,6 @@ class Studio:
     similarity: tuple | None = None  # (model, vocab, References)
     device: str = "cpu"
     _authors: OrderedDict = field(default_factory=OrderedDict, repr=False)
-    _indexes: dict = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
@@ -111,7 +113,7 @@ class Studio:
     # ---- one song --------------------------------------------------------------------------------------------
     def write(self, a: str, b: str, mode: str = "alternate", temperature: float = 0.8, turns: int = 4,
               lines: int = 4, alpha: float = 0.5, rule: str = "product", seed: int = 0, primetext: str = "",
-              context_lines: int = 2, guidance: float = 0.0, stop: Callable[[], bool] | None = None,
+              context_lines: int = 2, guidance: float = DEFAULT_GUIDANCE, stop: Callable[[], bool] | None = None,
               every: float = 0.25) -> Iterator[dict]:
         """Yield the song as it is written ({"song": a copy of collab_stream's dict, "done": False}) once set up,
         at every new part and line, and at least every `every` seconds while text comes; then, at the end or as
@@ -142,24 +144,15 @@ class Studio:
                "attribution": self._attribution(song)}
 
     def _memorization(self, song: dict, a: str, b: str) -> dict:
-        """The CLI's check (lyricdist.memorization) of the generated text, on indexes built once per corpus."""
-        from .memorization import CorpusIndex, training_corpus
+        """The CLI's check of the generated song (lyricdist.memorization.song_memorization, on indexes kept per
+        corpus): the whole text against every artist, and each part against its author's training songs."""
+        from .memorization import song_memorization, training_corpus
 
         try:
             corpora = self.corpus or [training_corpus(p) for p in ([self.model] if self.model else [a, b])]
         except LyricdistError as e:
             return {"error": f"memorisation check not run: {e} (start the app with --corpus DIR)"}
-        generated = "".join(s["text"] for s in song["segments"] if s["author"] != "primetext")
-        rows = []
-        for corpus in dict.fromkeys(corpora):
-            with self._lock:
-                index = self._indexes.get(corpus)
-            if index is None:
-                index = CorpusIndex(corpus)
-                with self._lock:
-                    self._indexes[corpus] = index
-            rows += [asdict(r) for r in index.check(generated)]
-        return {"rows": rows}
+        return song_memorization(song["segments"], corpora, quiet=True)
 
     def _attribution(self, song: dict) -> dict | None:
         if self.similarity is None or not any(s["text"].strip() for s in song["segments"]):
@@ -179,17 +172,23 @@ def _copy(song: dict) -> dict:
 PALETTE = ("#e4572e", "#17bebb", "#76b041", "#ffc914", "#2e282a")
 
 
-def song_html(song: dict) -> str:
-    """The song as HTML: one block per part, headed by its author's name, each author in their own colour."""
+def song_html(song: dict, memorization: dict | None = None) -> str:
+    """The song as HTML: one block per part, headed by its author's name, each author in their own colour; a part
+    that copies a word span longer than its author's real held-out songs' 90th percentile says so under its name."""
     import html
 
+    from .memorization import span_notice
+
+    flagged = {r["segment"]: r for r in (memorization or {}).get("segments", []) if r["past_heldout_p90"]}
     colours: dict[str, str] = {}
     blocks = []
-    for s in song["segments"]:
+    for k, s in enumerate(song["segments"]):
         colour = colours.setdefault(s["author"], "#999" if s["author"] == "primetext" else
                                     PALETTE[len([a for a in colours if a != "primetext"]) % len(PALETTE)])
         blocks.append(f'<div class="part" style="border-left:4px solid {colour};padding:2px 10px;margin:8px 0">'
                       f'<div class="author" style="font-weight:600;color:{colour}">{html.escape(s["author"])}</div>'
+                      + (f'<div class="copied" style="color:#b00">{html.escape(span_notice(flagged[k]))}</div>'
+                         if k in flagged else "") +
                       f'<pre style="white-space:pre-wrap;margin:0;font-family:inherit">{html.escape(s["text"])}</pre>'
                       f'</div>')
     return "".join(blocks)
@@ -207,6 +206,12 @@ def memorization_markdown(report: dict) -> str:
     flagged = [r for r in rows if r["warn"]]
     head = ("**Warning: possible memorisation** of " + ", ".join(r["artist"] for r in flagged)
             if flagged else "**No memorisation warning**: the song copies no more than real unseen songs do")
+    from .memorization import span_notice
+
+    spans = [f"- part {r['segment'] + 1} ({_md(r['author'])}) {_md(span_notice(r))}"
+             for r in report.get("segments", []) if r["past_heldout_p90"]]
+    if spans:
+        head += "\n\n**Copied spans past the real held-out songs' 90th percentile:**\n" + "\n".join(spans)
     body = []
     for r in rows:
         words = f" ({_md(r['longest_words'])})" if r.get("longest_words") else ""
@@ -257,7 +262,7 @@ def status_line(song: dict, seed, done: bool = False, stopped: bool = False) -> 
     return f"Writing... {parts} part(s), {chars} characters"
 
 
-def build(studio: Studio, guidance: float = 0.0):
+def build(studio: Studio, guidance: float = DEFAULT_GUIDANCE):
     """The Gradio Blocks page for `studio` (`guidance`: the guidance slider's starting value)."""
     from .fileio import atomic_write_json
 
@@ -286,8 +291,8 @@ def build(studio: Studio, guidance: float = 0.0):
                     yield song_html(song), status_line(song, seed), "", "", None
                     continue
                 path = out_dir / f"song-seed{int(seed)}-{len(os.listdir(out_dir))}.json"
-                atomic_write_json(path, {**song, "memorization": step["memorization"].get("rows")})
-                yield (song_html(song), status_line(song, seed, done=True, stopped=step["stopped"]),
+                atomic_write_json(path, {**song, "memorization": step["memorization"]})  # as collab --out writes it
+                yield (song_html(song, step["memorization"]), status_line(song, seed, done=True, stopped=step["stopped"]),
                        memorization_markdown(step["memorization"]), attribution_markdown(step["attribution"]),
                        str(path))
         except LyricdistError as e:
@@ -347,7 +352,7 @@ def _theme(gr):
 
 
 def app(checkpoints: list[str], similarity: str | None = None, corpus: str | list[str] | None = None,
-        host: str | None = None, port: int | None = None, share: bool = False, guidance: float = 0.0,
+        host: str | None = None, port: int | None = None, share: bool = False, guidance: NonNegativeFloat = DEFAULT_GUIDANCE,
         device: str = "cpu") -> None:
     """Serve the collaboration page until interrupted (^C, or SIGTERM as `docker stop` sends it).
 
@@ -359,7 +364,8 @@ def app(checkpoints: list[str], similarity: str | None = None, corpus: str | lis
             other machines, e.g. from a container)
         port: port (default: $GRADIO_SERVER_PORT, else 7860 or the next free one)
         share: also serve a temporary public https://*.gradio.live link (through Gradio's share service)
-        guidance: the page's starting guidance w
+        guidance: the page's starting guidance w (default: lyricdist.generate.DEFAULT_GUIDANCE, chosen by
+            scripts/bench/collab_quality.py)
         device: cpu, cuda, ...
     """
     gr = _gradio()

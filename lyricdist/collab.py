@@ -41,6 +41,7 @@ from .options import check_types, listed
 from .precision import use_for_inference
 from .errors import LyricdistError
 from .fileio import atomic_write_json
+from .generate import DEFAULT_GUIDANCE
 from .model import CharRNN
 from .vocab import Vocab
 
@@ -190,7 +191,7 @@ def collab(
     primetext: str = "",
     seed: int = 0,
     device: str = "cpu",
-    guidance: NonNegativeFloat = 0.0,
+    guidance: NonNegativeFloat | None = None,
 ) -> dict:
     """Write a song with two artists: two checkpoints, or two artists of one conditioned model.
 
@@ -211,7 +212,8 @@ def collab(
         primetext: opening text of the song
         seed: same seed, same song
         device: cpu, cuda, ...
-        guidance: alternate: steer each author away from the other, lA + w (lA - lB) (0 = off)
+        guidance: alternate: steer each author away from the other, lA + w (lA - lB) (0 = off; default:
+            DEFAULT_GUIDANCE with --model, measured on a conditioned model; 0 for two checkpoints)
     """
     check_types(collab, locals())
     stream = collab_stream(a, b, mode, model, turns, lines, context_lines, alpha, rule, temperature, primetext, seed,
@@ -234,7 +236,7 @@ def collab_stream(
     primetext: str = "",
     seed: int = 0,
     device: str = "cpu",
-    guidance: NonNegativeFloat = 0.0,
+    guidance: NonNegativeFloat | None = None,
     authors: tuple[Author, Author] | None = None,
 ) -> Iterator[dict]:
     """`collab` as it is written: yields the song (collab's dict) once set up (the primetext part, if any, and the
@@ -243,6 +245,8 @@ def collab_stream(
     the iteration. Arguments as collab's; `authors`: the two authors already loaded (load_authors), e.g. by a
     server that writes many songs with the same models."""
     check_types(collab_stream, locals())
+    if guidance is None:  # guidance steers alternate turns only
+        guidance = DEFAULT_GUIDANCE if model is not None and mode == "alternate" else 0.0
     if mode == "condition" and model is None:
         raise LyricdistError(
             "--mode condition needs an artist-conditioned model: --model CKPT with A and B artist names"
@@ -337,7 +341,14 @@ def _blend(
 
 
 def format_song(result: dict) -> str:
-    parts = [f"[{s['author']}]\n{s['text']}" for s in result["segments"]]
+    """The song with each part under its author's label; a part that copies a word span longer than its author's
+    real held-out songs' 90th percentile (result["memorization"], see song_memorization) says so in its label."""
+    from .memorization import span_notice
+
+    flagged = {row["segment"]: row for row in (result.get("memorization") or {}).get("segments", [])
+               if row["past_heldout_p90"]}
+    parts = [f"[{s['author']}]" + (f" ({span_notice(flagged[k])})" if k in flagged else "") + f"\n{s['text']}"
+             for k, s in enumerate(result["segments"])]
     return "\n".join(p if p.endswith("\n") else p + "\n" for p in parts)
 
 
@@ -354,16 +365,24 @@ def cli_run(parser, args) -> int:
     from .options import call
 
     result = call(collab, args)
-    if args.check_memorization:
-        from .memorization import check_texts, format_report, training_corpus
+    guided = result["settings"]["guidance"] > 0 and result["mode"] == "alternate"
+    check = args.check_memorization if args.check_memorization is not None else guided
+    if check:  # guided sampling is checked by default: its copying is part of the result
+        from .memorization import format_report, song_memorization, training_corpus
 
-        corpora = listed(args.corpus) or [training_corpus(p) for p in ([args.model] if args.model else [args.a, args.b])]
-        generated = "".join(s["text"] for s in result["segments"] if s["author"] != "primetext")
-        rows = check_texts([generated], corpora, args.max_span, args.max_ngram_share)[0]
-        result["memorization"] = rows
+        try:
+            corpora = listed(args.corpus) or [training_corpus(p) for p in ([args.model] if args.model else [args.a, args.b])]
+        except LyricdistError as e:
+            if args.check_memorization:
+                raise
+            result["memorization"] = {"error": f"memorisation check not run: {e}"}
+            print(f"note: guided sampling, but the {result['memorization']['error']}", file=sys.stderr)
+        else:
+            result["memorization"] = song_memorization(result["segments"], corpora, args.max_span,
+                                                       args.max_ngram_share)
     print(format_song(result), end="")
-    if args.check_memorization:
-        print(format_report(result["memorization"]), file=sys.stderr)
+    if "rows" in result.get("memorization", {}):
+        print(format_report(result["memorization"]["rows"]), file=sys.stderr)
     if args.out:
         atomic_write_json(Path(args.out), result)
     return 0

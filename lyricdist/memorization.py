@@ -11,6 +11,9 @@ this reports, per artist of a prepared corpus (training split):
   new real songs by the artist do: its 5-gram share above both the 90th percentile of the held-out songs' shares
   and their pooled share + `WORD_MARGIN`, or its longest copied word span more than `WORD_NGRAM` words past the
   held-out songs' 90th percentile.
+* the span rule of generation: a text whose longest copied word span is longer than the artist's real held-out
+  songs' 90th percentile is flagged (`past_heldout_p90`) whether or not it warns: `sample` and `collab` say so next
+  to the text, and run the check by default when they sample with guidance (see `song_memorization`).
 * in characters (kept for comparison): the longest copied span and the share of 8-grams. A corpus without held-out
   songs of the artist falls back to character thresholds (50 characters, 90% of 8-grams); explicit
   `max_span` / `max_ngram_share` always apply as well.
@@ -25,6 +28,8 @@ from __future__ import annotations
 import json
 import re
 import sys
+import threading
+from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -162,6 +167,7 @@ class ArtistMemorization:
     heldout_word_ngram_share_p90: float | None = None  # per song, 90th percentile
     heldout_longest_word_span_p90: float | None = None
     heldout_longest_word_span_max: int | None = None
+    past_heldout_p90: bool = False  # longest_word_span > heldout_longest_word_span_p90
 
 
 class CorpusIndex:
@@ -263,15 +269,16 @@ class CorpusIndex:
                 warn = span >= (max_span or DEFAULT_MAX_SPAN) or share >= (max_ngram_share or DEFAULT_MAX_NGRAM_SHARE)
             warn = warn or (max_span is not None and span >= max_span)
             warn = warn or (max_ngram_share is not None and share >= max_ngram_share)
+            p90 = ref["heldout_longest_word_span_p90"]
             rows.append(ArtistMemorization(
                 self.path, artist, span, span_text, round(share, 4), bool(warn),
-                round(w_share, 4), w_span, w_text, **ref,
+                round(w_share, 4), w_span, w_text, **ref, past_heldout_p90=p90 is not None and w_span > p90,
             ))
         return rows
 
 
 def check_options(
-    check_memorization: bool = False,
+    check_memorization: bool | None = None,
     corpus: str | list[str] | None = None,
     max_span: PositiveInt | None = None,
     max_ngram_share: ClosedUnitInterval | None = None,
@@ -279,7 +286,8 @@ def check_options(
     """The memorisation-check options of `sample` and `collab` (their command lines add them; see check_texts).
 
     Args:
-        check_memorization: report text copied from training lyrics
+        check_memorization: report text copied from training lyrics (default: on when sampling with guidance,
+            where its training corpus is reachable; the figures go into the output and its JSON)
         corpus: corpora for the check (default: the model's)
         max_span: also warn at a copied span of this many characters (default: compare with the artist's held-out
             songs in words; 50 where it has none)
@@ -305,6 +313,28 @@ def training_corpus(checkpoint: str | Path) -> str:
     )
 
 
+_INDEXES: OrderedDict[tuple, CorpusIndex] = OrderedDict()
+_INDEXES_KEPT = 4  # an app with two checkpoints of different corpora keeps both; memory stays bounded
+_INDEXES_LOCK = threading.Lock()
+
+
+def corpus_index(corpus: str | Path) -> CorpusIndex:
+    """A CorpusIndex of `corpus`, kept for the process while the corpus's files are unchanged (an app or a benchmark
+    checks many texts against the same few corpora; the last `_INDEXES_KEPT` are kept). Thread-safe."""
+    meta = Path(corpus) / "meta.json"
+    key = (str(Path(corpus).resolve()), meta.stat().st_mtime_ns if meta.exists() else None)
+    with _INDEXES_LOCK:
+        if key in _INDEXES:
+            _INDEXES.move_to_end(key)
+            return _INDEXES[key]
+    index = CorpusIndex(corpus)  # built outside the lock: a slow build does not block other corpora
+    with _INDEXES_LOCK:
+        _INDEXES[key] = index
+        while len(_INDEXES) > _INDEXES_KEPT:
+            _INDEXES.popitem(last=False)
+    return index
+
+
 def check_texts(
     texts: list[str],
     corpora: list[str],
@@ -313,16 +343,56 @@ def check_texts(
 ) -> list[list[dict]]:
     """For each text, one report row per (corpus, artist); prints a warning line for each row past a threshold."""
     indexes = [CorpusIndex(c) for c in dict.fromkeys(corpora)]
+    return _check(indexes, texts, max_span, max_ngram_share)
+
+
+def _check(indexes: list[CorpusIndex], texts: list[str], max_span: int | None, max_ngram_share: float | None,
+           quiet: bool = False) -> list[list[dict]]:
     reports = []
     for k, text in enumerate(texts):
         rows = [asdict(r) for index in indexes for r in index.check(text, max_span, max_ngram_share)]
         for r in rows:
-            if r["warn"]:
+            if r["warn"] and not quiet:
                 which = f"text {k + 1}: " if len(texts) > 1 else ""
                 print(f"warning: {which}possible memorisation of {r['artist']}: {_describe(r, max_span, max_ngram_share)}",
                       file=sys.stderr)
         reports.append(rows)
     return reports
+
+
+def song_memorization(
+    segments: list[dict], corpora: list[str], max_span: int | None = None, max_ngram_share: float | None = None,
+    quiet: bool = False,
+) -> dict:
+    """The memorisation figures of a generated song ({"author", "text"} segments; "primetext" ones are not
+    generated): "rows", the whole generated text against every artist of the corpora (check_texts' rows, warnings
+    printed); "segments", each generated segment against its author's training songs (rows of an artist of that
+    name; all rows when no artist has it), with `past_heldout_p90` when it copies a word span longer than the
+    author's real held-out songs' 90th percentile; "past_heldout_p90", the indexes of those segments. `quiet`: print no warnings (the app shows them itself)."""
+    indexes = [corpus_index(c) for c in dict.fromkeys(corpora)]
+    generated = "".join(s["text"] for s in segments if s["author"] != "primetext")
+    report = {"rows": _check(indexes, [generated], max_span, max_ngram_share, quiet)[0], "segments": [],
+              "past_heldout_p90": []}
+    for k, seg in enumerate(segments):
+        if seg["author"] == "primetext":
+            continue
+        rows = _check(indexes, [seg["text"]], max_span, max_ngram_share, quiet=True)[0]
+        names = {n.strip().casefold() for n in seg["author"].split(" + ")}
+        mine = [r for r in rows if r["artist"].casefold() in names] or rows
+        worst = max(mine, key=lambda r: (r["past_heldout_p90"], r["longest_word_span"]))
+        report["segments"].append({"segment": k, "author": seg["author"], **{key: worst[key] for key in (
+            "artist", "word_ngram_share", "longest_word_span", "longest_words", "heldout_longest_word_span_p90",
+            "past_heldout_p90")}})
+        if worst["past_heldout_p90"]:
+            report["past_heldout_p90"].append(k)
+    return report
+
+
+def span_notice(row: dict) -> str:
+    """One line on a text that copies a word span longer than the artist's real held-out songs' 90th percentile."""
+    return (f"copies a {row['longest_word_span']}-word span of {row['artist']}'s training songs "
+            f"(\"{row['longest_words']}\"), longer than {row['heldout_longest_word_span_p90']:g} words, the 90th "
+            f"percentile of the longest copied spans of {row['artist']}'s real held-out songs")
 
 
 def _describe(r: dict, max_span: int | None = None, max_ngram_share: float | None = None) -> str:
@@ -343,7 +413,7 @@ def format_report(rows: list[dict]) -> str:
     lines = [f"memorisation (word {WORD_NGRAM}-grams / longest copied word span in the artist's training text, "
              f"against its real held-out songs; characters for comparison):"]
     for r in rows:
-        flag = "  <-- memorised?" if r["warn"] else ""
+        flag = "  <-- memorised?" if r["warn"] else ("  <-- span past the held-out p90" if r["past_heldout_p90"] else "")
         ref = (f" | held-out songs: {r['heldout_word_ngram_share']:.1%}, p90 span {r['heldout_longest_word_span_p90']:g}"
                if r["heldout_songs"] else " | no held-out songs")
         lines.append(f"  {r['artist']}: {r['word_ngram_share']:.1%}, {r['longest_word_span']} words{ref} | "

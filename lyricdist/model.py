@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from jsonargparse.typing import NonNegativeInt, PositiveInt
 
+from .errors import LyricdistError
 from .options import FractionBelowOne, check_fields, plain_fields
 from .precision import run_rnn
 
@@ -28,6 +29,11 @@ class ModelConfig:
         dropout: dropout between layers and before the output head (0 = off)
         embedding_dim: size of a learned character embedding; 0 feeds one-hot vectors, as the original did
         artist_embedding_dim: size of an artist embedding fed at every step (0 = not artist-conditioned)
+        artist_head: how the artist embedding also reaches the output head (conditioned models): none (the input
+            only, as before); shift (an artist-dependent output bias: the top layer's output is shifted by a
+            linear map of the embedding before the head); film (shifted and scaled per unit: a small artist
+            adapter in the head). Both start as the identity and are linear in the embedding, so interpolated
+            artists (collab --mode condition, sample --artist-mix) still mean something
     """
 
     cell: Literal["lstm", "gru", "rnn"] = "lstm"
@@ -36,13 +42,18 @@ class ModelConfig:
     dropout: FractionBelowOne = 0.0
     embedding_dim: NonNegativeInt = 0
     artist_embedding_dim: NonNegativeInt = 0
+    artist_head: Literal["none", "shift", "film"] = "none"
 
     def __post_init__(self) -> None:
         plain_fields(self)  # numbers as builtins (lyricdist.options)
 
     def validate(self) -> None:
-        """Ranges come from the fields' types (lyricdist.options.check_fields)."""
+        """Ranges and choices come from the fields' types (lyricdist.options.check_fields); the head needs an
+        artist embedding to read."""
         check_fields(self, "model.")
+        if self.artist_head != "none" and self.artist_embedding_dim == 0:
+            raise LyricdistError(f"model.artist_head={self.artist_head} needs an artist embedding: set "
+                                 f"model.artist_embedding_dim (e.g. 16)")
 
 
 _CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
@@ -69,6 +80,13 @@ class CharRNN(nn.Module):
         )
         self.drop = nn.Dropout(cfg.dropout)
         self.head = nn.Linear(cfg.hidden_size, vocab_size)
+        # The artist at the head (model.artist_head): [shift | scale] of the top layer's output from the embedding,
+        # zero-initialised so training starts from the input-only model.
+        width = {"none": 0, "shift": 1, "film": 2}[cfg.artist_head] * cfg.hidden_size
+        self.artist_out = nn.Linear(cfg.artist_embedding_dim, width) if width else None
+        if self.artist_out is not None:
+            nn.init.zeros_(self.artist_out.weight)
+            nn.init.zeros_(self.artist_out.bias)
         self._eye: torch.Tensor | None = None
 
     def inputs(
@@ -85,15 +103,25 @@ class CharRNN(nn.Module):
             inp = self.embed(ids)
         else:
             inp = F.embedding(ids, self._one_hot_table(x.device))
-        if self.artist_embed is not None:
-            if artist_vec is None:
-                if artist is None:
-                    artist = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
-                artist_vec = self.artist_embed(artist.long())
-            if artist_vec.dim() == 2:
-                artist_vec = artist_vec[:, None, :].expand(x.shape[0], x.shape[1], -1)
-            inp = torch.cat([inp, artist_vec.to(inp.dtype)], dim=-1)
+        vec = self.artist_vectors(x, artist, artist_vec)
+        if vec is not None:
+            inp = torch.cat([inp, vec.to(inp.dtype)], dim=-1)
         return inp
+
+    def artist_vectors(
+        self, x: torch.Tensor, artist: torch.Tensor | None = None, artist_vec: torch.Tensor | None = None
+    ) -> torch.Tensor | None:
+        """The artist embedding at every position [B, T, D] (None for an unconditioned model): `artist_vec` as
+        given ([B, D] or [B, T, D]), else the rows of `artist` (artist 0 when neither is given)."""
+        if self.artist_embed is None:
+            return None
+        if artist_vec is None:
+            if artist is None:
+                artist = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+            artist_vec = self.artist_embed(artist.long())
+        if artist_vec.dim() == 2:
+            artist_vec = artist_vec[:, None, :].expand(x.shape[0], x.shape[1], -1)
+        return artist_vec
 
     def _one_hot_table(self, device: torch.device) -> torch.Tensor:
         """The identity [V, V] in the RNN's dtype, built once per (size, dtype, device); not a parameter or buffer, so
@@ -113,12 +141,21 @@ class CharRNN(nn.Module):
         artist_vec: Optional[torch.Tensor] = None,
     ) -> tuple[torch.Tensor, State]:
         """Logits [B, T, V] and the final state (in the RNN's dtype). `reset[b]` zeroes stream b's state first."""
-        inp = self.inputs(x, artist, artist_vec)
+        vec = self.artist_vectors(x, artist, artist_vec)
+        inp = self.inputs(x, artist_vec=vec)
         if reset is not None and state is not None:
             keep = (~reset).to(state[0].dtype)[None, :, None]
             state = tuple(s * keep for s in state)
         out, new_state = self._rnn(inp, _to_rnn(state, self.cfg.cell))
-        logits = self.head(self.drop(out))
+        out = self.drop(out)
+        if self.artist_out is not None:
+            mod = self.artist_out(vec.to(self.artist_out.weight.dtype)).to(out.dtype)
+            if self.cfg.artist_head == "film":
+                shift, scale = mod.chunk(2, dim=-1)
+                out = out * (1 + scale) + shift
+            else:
+                out = out + mod
+        logits = self.head(out)
         return logits, _from_rnn(new_state)
 
     def _rnn(self, inp: torch.Tensor, state):

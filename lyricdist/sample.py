@@ -14,7 +14,7 @@ from .options import check_types, listed
 from .errors import LyricdistError
 from .model import CharRNN
 from .precision import use_for_inference
-from .generate import generate, prime_ids
+from .generate import DEFAULT_GUIDANCE, generate, prime_ids
 from .vocab import Vocab
 
 
@@ -92,7 +92,7 @@ def sample(
     alpha: ClosedUnitInterval = 0.5,
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto",
     against: str | None = None,
-    guidance: NonNegativeFloat = 0.0,
+    guidance: NonNegativeFloat = DEFAULT_GUIDANCE,
 ) -> list[SampleResult]:
     """Generate text from a checkpoint: `num_samples` texts for each temperature, deterministic for a given seed.
 
@@ -114,7 +114,8 @@ def sample(
         alpha: weight of --artist_mix: (1-alpha) artist + alpha mix
         mixed_precision: the RNN's dtype, chosen as in training (auto: bf16 where native and fused, else fp32)
         against: an artist to steer away from: logits + w * (logits - logits as --against)
-        guidance: w of --against (0 = off; 1-3 sharpens the style)
+        guidance: w of --against (0 = off; the default is lyricdist.generate.DEFAULT_GUIDANCE, chosen by
+            scripts/bench/collab_quality.py)
     """
     check_types(sample, locals())
     temperature = [temperature] if isinstance(temperature, (int, float)) else list(temperature)
@@ -168,23 +169,44 @@ def cli_run(parser, args) -> int:
 
     from .options import call
 
+    if args.against is not None and args.guidance == 0:  # the API's w=0 is plain sampling; a command line asked more
+        raise LyricdistError(f"--against steers only with --guidance > 0 (the default is {DEFAULT_GUIDANCE:g}, measured "
+                             f"by scripts/bench/collab_quality.py); pass e.g. --guidance 1, or drop --against")
     results = call(sample, args)
-    reports = [None] * len(results)
-    if args.check_memorization:
-        from .memorization import check_texts, format_report, training_corpus
+    reports: list = [None] * len(results)
+    guided = args.against is not None and args.guidance > 0
+    check = args.check_memorization if args.check_memorization is not None else guided
+    unchecked = None
+    if check:  # guided sampling is checked by default: its copying is part of the result
+        from .memorization import check_texts, format_report, span_notice, training_corpus
 
-        corpora = listed(args.corpus) or [training_corpus(args.checkpoint)]
-        texts = [r.text[len(r.primetext) :] for r in results]
-        reports = check_texts(texts, corpora, args.max_span, args.max_ngram_share)
+        try:
+            corpora = listed(args.corpus) or [training_corpus(args.checkpoint)]
+        except LyricdistError as e:
+            if args.check_memorization:
+                raise
+            unchecked = f"memorisation check not run: {e}"
+            print(f"note: guided sampling, but the {unchecked}", file=sys.stderr)
+        else:
+            texts = [r.text[len(r.primetext) :] for r in results]
+            reports = check_texts(texts, corpora, args.max_span, args.max_ngram_share)
     if results[0].artist and not args.json:
         print(f"writing as {results[0].artist}", file=sys.stderr)
     for r, report in zip(results, reports):
+        # A copied word span past the real held-out songs' 90th percentile, of the artist written as (or any).
+        mine = [row for row in report or [] if args.artist and row["artist"].casefold() == args.artist.casefold()]
+        past = [row for row in (mine or report or []) if row["past_heldout_p90"]]
         if args.json:
-            print(json.dumps({**r.__dict__, **({"memorization": report} if report else {})}, ensure_ascii=False))
+            extra = {"memorization": report} if report is not None else {}
+            extra |= {"memorization_error": unchecked} if unchecked else {}
+            print(json.dumps({**r.__dict__, **extra}, ensure_ascii=False))
         else:
             if len(results) > 1:
                 print(f"--- temperature {r.temperature}, sample {r.index + 1} ---")
             print(r.text)
+            for row in past:  # stdout stays the text alone
+                which = f"sample {r.index + 1} at temperature {r.temperature}" if len(results) > 1 else "the sample"
+                print(f"notice: {which} {span_notice(row)}", file=sys.stderr)
             if report is not None:
                 print(format_report(report), file=sys.stderr)
     return 0

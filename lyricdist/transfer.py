@@ -24,7 +24,7 @@ from .errors import LyricdistError
 from .model import CharRNN
 from .vocab import Vocab
 
-SHAPE_KEYS = ("cell", "num_layers", "hidden_size", "embedding_dim", "artist_embedding_dim")
+SHAPE_KEYS = ("cell", "num_layers", "hidden_size", "embedding_dim", "artist_embedding_dim", "artist_head")
 
 
 def merge_vocab(corpus_chars: list[str], base_chars: list[str]) -> list[str]:

@@ -69,10 +69,11 @@ def _client(url):
     return Client(url, verbose=False)
 
 
-def _cli_song(tmp_path, *args) -> dict:
+def _cli_song(tmp_path, *args, memorization: bool = False) -> dict:
+    """The CLI's song, without its memorisation figures unless asked (guided songs carry them)."""
     out = tmp_path / f"cli-{len(list(tmp_path.glob('cli-*')))}.json"
     run_cli("collab", *args, "--out", str(out))
-    return json.loads(out.read_text())
+    return {k: v for k, v in json.loads(out.read_text()).items() if k != "memorization" or memorization}
 
 
 def _labels(song_html: str) -> list[str]:
@@ -186,7 +187,8 @@ def test_conditioned_app_streams_the_clis_song_with_guidance_attribution_and_sto
         assert _labels(parts) == [ARTISTS[0], ARTISTS[1], ARTISTS[0]]
         song = json.loads(Path(download).read_text())
         cli = _cli_song(tmp_path, *ARTISTS, "--model", models["cond"], "--mode", "alternate", "--temperature", "0.7",
-                        "--turns", "3", "--lines", "2", "--seed", "7", "--guidance", "2")
+                        "--turns", "3", "--lines", "2", "--seed", "7", "--guidance", "2", memorization=True)
+        assert song["memorization"] == cli.pop("memorization")  # guided: the CLI's figures, per part too
         assert {k: v for k, v in song.items() if k != "memorization"} == cli  # guidance w=2, as the CLI's
         assert _texts(parts) == [s["text"] for s in cli["segments"]]
         # streamed: line by line, each a prefix of the song, the texts growing

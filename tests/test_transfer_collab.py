@@ -268,7 +268,8 @@ def test_collab_condition_interpolates_artists_of_one_model(runs, tmp_path):
     song = json.loads(out.read_text(encoding="utf-8"))
     assert song["authors"] == ["Juniper Vale", "DJ Kilowatt"]
     assert proc.stdout.startswith("[Juniper Vale + DJ Kilowatt]\n")
-    assert {r["artist"] for r in song["memorization"]} == {"Juniper Vale", "DJ Kilowatt"}
+    assert {r["artist"] for r in song["memorization"]["rows"]} == {"Juniper Vale", "DJ Kilowatt"}
+    assert [s["author"] for s in song["memorization"]["segments"]] == ["Juniper Vale + DJ Kilowatt"]
     pure_a = collab("Juniper Vale", "DJ Kilowatt", mode="condition", model=str(runs["base"]), alpha=0.0, seed=1)
     pure_b = collab("Juniper Vale", "DJ Kilowatt", mode="condition", model=str(runs["base"]), alpha=1.0, seed=1)
     assert pure_a["segments"] != pure_b["segments"]
@@ -371,6 +372,6 @@ def test_contrastive_guidance_moves_the_sample_away_from_the_other_artist(runs):
     song = collab("Juniper Vale", "DJ Kilowatt", model=base, turns=2, lines=2, seed=0, guidance=2.0)
     assert song["settings"]["guidance"] == 2.0
     assert [s["author"] for s in song["segments"]] == ["Juniper Vale", "DJ Kilowatt"]
-    assert song != collab("Juniper Vale", "DJ Kilowatt", model=base, turns=2, lines=2, seed=0)
+    assert song != collab("Juniper Vale", "DJ Kilowatt", model=base, turns=2, lines=2, seed=0, guidance=0.0)
     with pytest.raises(LyricdistError, match="share one vocabulary"):
         collab(str(runs["base"]), str(runs["snow"]), guidance=1.0)
