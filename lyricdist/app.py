@@ -329,9 +329,9 @@ def build(studio: Studio, guidance: float = DEFAULT_GUIDANCE):
             seed = gr.Number(value=0, precision=0, label="Seed", elem_id="seed")
         with gr.Row():
             primetext = gr.Textbox(label="Opening text (optional)", lines=1)
-            guide = gr.Slider(0.0, 8.0, value=guidance, step=0.5, label="Guidance w (alternate)", elem_id="guidance",
-                              info="steer each author away from the other: lA + w (lA - lB); 0 = off, 2-4 makes the "
-                                   "parts more attributable (models sharing one vocabulary)")
+            guide = gr.Slider(0.0, 8.0, value=guidance, step=0.25, label="Guidance w (alternate)", elem_id="guidance",
+                              info="steer each author away from the other: lA + w (lA - lB); 0 = off (the measured "
+                                   "default); higher w: parts more like their author, fewer real words, more copying")
         with gr.Row():
             go = gr.Button("Write the song", variant="primary", elem_id="write")
             halt = gr.Button("Stop", variant="stop", elem_id="stop")
