@@ -177,9 +177,9 @@ def song_html(song: dict, memorization: dict | None = None) -> str:
     that copies a word span longer than its author's real held-out songs' 90th percentile says so under its name."""
     import html
 
-    from .memorization import span_notice
+    from .memorization import flagged_segments, span_notice
 
-    flagged = {r["segment"]: r for r in (memorization or {}).get("segments", []) if r["past_heldout_p90"]}
+    flagged = flagged_segments(memorization)
     colours: dict[str, str] = {}
     blocks = []
     for k, s in enumerate(song["segments"]):
@@ -198,7 +198,7 @@ def memorization_markdown(report: dict) -> str:
     """The CLI's memorisation report as a table: per artist, the share of the text's word 5-grams found in its
     training songs and the longest copied run of words, next to the same figures for its real held-out songs (what
     decides the warning), then the character figures for comparison."""
-    from .memorization import NGRAM, WORD_NGRAM
+    from .memorization import NGRAM, WORD_NGRAM, flagged_segments, span_notice
 
     if "error" in report:
         return f"**{report['error']}**"
@@ -206,10 +206,7 @@ def memorization_markdown(report: dict) -> str:
     flagged = [r for r in rows if r["warn"]]
     head = ("**Warning: possible memorisation** of " + ", ".join(r["artist"] for r in flagged)
             if flagged else "**No memorisation warning**: the song copies no more than real unseen songs do")
-    from .memorization import span_notice
-
-    spans = [f"- part {r['segment'] + 1} ({_md(r['author'])}) {_md(span_notice(r))}"
-             for r in report.get("segments", []) if r["past_heldout_p90"]]
+    spans = [f"- part {k + 1} ({_md(r['author'])}) {_md(span_notice(r))}" for k, r in flagged_segments(report).items()]
     if spans:
         head += "\n\n**Copied spans past the real held-out songs' 90th percentile:**\n" + "\n".join(spans)
     body = []

@@ -343,10 +343,9 @@ def _blend(
 def format_song(result: dict) -> str:
     """The song with each part under its author's label; a part that copies a word span longer than its author's
     real held-out songs' 90th percentile (result["memorization"], see song_memorization) says so in its label."""
-    from .memorization import span_notice
+    from .memorization import flagged_segments, span_notice
 
-    flagged = {row["segment"]: row for row in (result.get("memorization") or {}).get("segments", [])
-               if row["past_heldout_p90"]}
+    flagged = flagged_segments(result.get("memorization"))
     parts = [f"[{s['author']}]" + (f" ({span_notice(flagged[k])})" if k in flagged else "") + f"\n{s['text']}"
              for k, s in enumerate(result["segments"])]
     return "\n".join(p if p.endswith("\n") else p + "\n" for p in parts)

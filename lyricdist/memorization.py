@@ -342,7 +342,7 @@ def check_texts(
     max_ngram_share: float | None = None,
 ) -> list[list[dict]]:
     """For each text, one report row per (corpus, artist); prints a warning line for each row past a threshold."""
-    indexes = [CorpusIndex(c) for c in dict.fromkeys(corpora)]
+    indexes = [corpus_index(c) for c in dict.fromkeys(corpora)]
     return _check(indexes, texts, max_span, max_ngram_share)
 
 
@@ -368,7 +368,8 @@ def song_memorization(
     generated): "rows", the whole generated text against every artist of the corpora (check_texts' rows, warnings
     printed); "segments", each generated segment against its author's training songs (rows of an artist of that
     name; all rows when no artist has it), with `past_heldout_p90` when it copies a word span longer than the
-    author's real held-out songs' 90th percentile; "past_heldout_p90", the indexes of those segments. `quiet`: print no warnings (the app shows them itself)."""
+    author's real held-out songs' 90th percentile; "past_heldout_p90", the indexes of those segments. `quiet`: print
+    no warnings (the app shows them itself)."""
     indexes = [corpus_index(c) for c in dict.fromkeys(corpora)]
     generated = "".join(s["text"] for s in segments if s["author"] != "primetext")
     report = {"rows": _check(indexes, [generated], max_span, max_ngram_share, quiet)[0], "segments": [],
@@ -386,6 +387,12 @@ def song_memorization(
         if worst["past_heldout_p90"]:
             report["past_heldout_p90"].append(k)
     return report
+
+
+def flagged_segments(report: dict | None) -> dict[int, dict]:
+    """The parts of a song_memorization report that copy past their author's held-out p90, by segment index ({} for
+    no report or a check that did not run)."""
+    return {r["segment"]: r for r in (report or {}).get("segments", []) if r["past_heldout_p90"]}
 
 
 def span_notice(row: dict) -> str:

@@ -82,6 +82,19 @@ def demo_corpus(tmp_path_factory) -> Path:
     return out
 
 
+def corpus_songs(corpus_dir: Path, split: str) -> list[tuple[str, str]]:
+    """(artist, text) of every song of a prepared corpus's split, in order."""
+    import numpy as np
+
+    from lyricdist.data import Corpus
+
+    corpus = Corpus(corpus_dir)
+    tokens = np.asarray(corpus.tokens(split))
+    starts, ids = corpus.doc_artist_ids(split)
+    ends = np.append(starts[1:], len(tokens))
+    return [(corpus.artists[a], corpus.vocab.decode(tokens[s:e])) for s, e, a in zip(starts, ends, ids)]
+
+
 def tiny_config(corpus: Path, out_dir: Path, *overrides: str):
     """configs/tiny.yaml pointed at `corpus` and `out_dir`, plus overrides like '--train.max_steps=5'."""
     from lyricdist.train import load_config

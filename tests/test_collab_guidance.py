@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, run_main, tiny_config
+from conftest import REPO, corpus_songs, run_main, tiny_config
 from lyricdist.checkpoint import load_checkpoint, save_checkpoint
 from lyricdist.collab import DEFAULT_GUIDANCE, collab, format_song
 from lyricdist.data import Corpus
@@ -28,14 +28,6 @@ def _model(head: str, seed: int = 0, **kw) -> CharRNN:
     torch.manual_seed(seed)
     cfg = ModelConfig(num_layers=1, hidden_size=16, artist_embedding_dim=4, artist_head=head, **kw)
     return CharRNN(cfg, vocab_size=9, num_artists=2).eval()
-
-
-def _songs(corpus_dir, split):
-    corpus = Corpus(corpus_dir)
-    tokens = np.asarray(corpus.tokens(split))
-    starts, ids = corpus.doc_artist_ids(split)
-    ends = np.append(starts[1:], len(tokens))
-    return [(corpus.artists[a], corpus.vocab.decode(tokens[s:e])) for s, e, a in zip(starts, ends, ids)]
 
 
 # ---- model.artist_head ----------------------------------------------------------------------------------
@@ -194,7 +186,7 @@ def test_guided_sample_carries_its_memorisation_rows(conditioned):
 # ---- the span rule of generation ------------------------------------------------------------------------
 def test_a_span_past_the_held_out_p90_is_flagged_and_labelled(demo_corpus):
     index = CorpusIndex(demo_corpus)
-    artist, song = next((a, t) for a, t in _songs(demo_corpus, "train") if len(words(t)) > 40)
+    artist, song = next((a, t) for a, t in corpus_songs(demo_corpus, "train") if len(words(t)) > 40)
     copied = " ".join(words(song)[5:30])  # 25 consecutive words of one training song
     row = next(r for r in index.check(copied) if r.artist == artist)
     assert row.longest_word_span >= 25 and row.past_heldout_p90
@@ -218,7 +210,7 @@ def test_the_app_says_which_part_copies_past_the_held_out_p90(demo_corpus):
     from lyricdist.app import memorization_markdown, song_html
 
     index = CorpusIndex(demo_corpus)
-    artist, song = next((a, t) for a, t in _songs(demo_corpus, "train") if len(words(t)) > 40)
+    artist, song = next((a, t) for a, t in corpus_songs(demo_corpus, "train") if len(words(t)) > 40)
     other = next(a for a in index.artists if a != artist)
     segments = [{"author": other, "text": "qqzx wvvk kkqz\n"},
                 {"author": artist, "text": " ".join(words(song)[5:30]) + "\n"}]

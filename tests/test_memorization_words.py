@@ -6,16 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lyricdist.data import Corpus
+from conftest import corpus_songs
 from lyricdist.memorization import WORD_NGRAM, CorpusIndex, check_texts, format_report, words
-
-
-def _songs(corpus_dir, split):
-    corpus = Corpus(corpus_dir)
-    tokens = np.asarray(corpus.tokens(split))
-    starts, ids = corpus.doc_artist_ids(split)
-    ends = np.append(starts[1:], len(tokens))
-    return [(corpus.artists[a], corpus.vocab.decode(tokens[s:e])) for s, e, a in zip(starts, ends, ids)]
 
 
 def _ngrams(ws, n):
@@ -24,7 +16,7 @@ def _ngrams(ws, n):
 
 def test_word_share_and_longest_span_match_a_brute_force_count(demo_corpus):
     index = CorpusIndex(demo_corpus)
-    train = _songs(demo_corpus, "train")
+    train = corpus_songs(demo_corpus, "train")
     artist, song = next((a, t) for a, t in train if a == "Juniper Vale" and len(words(t)) > 40)
     copied = words(song)[10:22]  # 12 consecutive words of one training song
     text = "qqzx wvvk " + " ".join(copied) + " kkqz xqqw zzvq"
@@ -38,9 +30,9 @@ def test_word_share_and_longest_span_match_a_brute_force_count(demo_corpus):
     assert grams  # the text is long enough to have 5-grams
 
 
-def test_reference_comes_from_the_artists_held_out_songs(demo_corpus):
+def test_reference_comes_from_the_artists_held_outcorpus_songs(demo_corpus):
     index = CorpusIndex(demo_corpus)
-    val = _songs(demo_corpus, "val")
+    val = corpus_songs(demo_corpus, "val")
     for k, artist in enumerate(index.artists):
         ref = index.heldout(k)
         mine = [t for a, t in val if a == artist]
@@ -50,7 +42,7 @@ def test_reference_comes_from_the_artists_held_out_songs(demo_corpus):
 
 def test_a_recited_song_warns_and_new_text_in_the_artists_words_does_not(demo_corpus, capsys):
     index = CorpusIndex(demo_corpus)
-    train = _songs(demo_corpus, "train")
+    train = corpus_songs(demo_corpus, "train")
     artist, song = next((a, t) for a, t in train if a == "DJ Kilowatt" and len(words(t)) > 60)
     recited = next(r for r in index.check(song) if r.artist == artist)
     assert recited.warn and recited.word_ngram_share > 0.9 and recited.longest_word_span >= 60
